@@ -1,0 +1,35 @@
+"""Backend contract v1 in code: the names the suite relies on. The prose is CONTRACT.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+CONTRACT_VERSION = 1
+
+DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+
+OPS: tuple[str, ...] = (
+    "softmax", "positional_encoding", "embedding", "layer_norm", "attention",
+    "attention_weights", "multi_head_attention", "feed_forward", "encoder_layer",
+    "decoder_layer", "encode", "decode", "forward", "greedy_decode",
+)
+
+
+class Backend(Protocol):
+    """What the suite expects of a backend (the ops are looked up by name, see OPS)."""
+
+    name: str
+    dtype: str
+    device: str
+
+    def asarray(self, a: np.ndarray) -> Any:
+        """Floating arrays cast to ``dtype``; int64 ids and bool masks kept."""
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A result as a NumPy array (bfloat16 may come back as float32)."""
+
+
+Factory = Callable[..., Backend]

@@ -1,0 +1,123 @@
+"""Naming backends: built-in names, ``module:attr`` and ``file.py:attr`` factories, entry points.
+
+A spec is resolved to a *factory*; ``load_backend`` calls it with ``dtype`` and ``device``.
+Set-up errors (unknown name, import error, missing attribute) raise ``BackendSpecError`` (the
+gate exits 2); a factory's ``ValueError`` means "unsupported" and is passed through.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from backends.contract import Backend, Factory
+
+ENTRY_POINT_GROUP = "transformer_conformance.backends"
+
+BUILTINS: dict[str, str] = {
+    "reference": "backends.numpy_backend:reference_factory",
+    "numpy": "backends.numpy_backend:factory",
+    "torch": "backends.torch_backend:factory",
+}
+
+
+class BackendSpecError(Exception):
+    """A spec that names no loadable factory (a usage or set-up error, not a failure)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One backend configuration under test."""
+
+    spec: str
+    dtype: str
+    device: str = "cpu"
+
+    @property
+    def id(self) -> str:
+        """The pytest id: ``torch-float32``, ``torch-float32-cuda``."""
+        name = self.spec.rsplit(":", 1)[-1] if ":" in self.spec else self.spec
+        return "-".join([name, self.dtype] + ([] if self.device == "cpu" else [self.device]))
+
+
+def known_backends() -> dict[str, str]:
+    """Built-in names and installed entry points, each with where its factory lives."""
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**found, **BUILTINS}
+
+
+def resolve(spec: str) -> Factory:
+    """The factory a spec names (see backends/CONTRACT.md, "Naming a backend")."""
+    if spec in BUILTINS:
+        return _load_attribute(spec, *BUILTINS[spec].split(":"))
+    plugins = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if spec in plugins:
+        return _guard(spec, plugins[spec].load)
+    if ":" not in spec:
+        raise BackendSpecError(
+            f"unknown backend {spec!r}; known backends: {', '.join(sorted(known_backends()))}; "
+            "or give a factory as package.module:attribute or path/to/file.py:attribute")
+    where, attribute = spec.rsplit(":", 1)
+    return _load_attribute(spec, where, attribute)
+
+
+def load_backend(spec: str, *, dtype: str, device: str = "cpu") -> Backend:
+    """Resolve ``spec`` and call its factory; ValueError from the factory means unsupported."""
+    factory = resolve(spec)
+    return factory(dtype=dtype, device=device)
+
+
+def _load_attribute(spec: str, where: str, attribute: str) -> Factory:
+    if where.endswith(".py"):
+        module = _guard(spec, lambda: _import_file(Path(where)))
+    else:
+        module = _guard(spec, lambda: importlib.import_module(where))
+    if not hasattr(module, attribute):
+        raise BackendSpecError(f"backend {spec!r}: {where} has no attribute {attribute!r}")
+    return getattr(module, attribute)
+
+
+def _import_file(path: Path) -> object:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    name = f"_conformance_backend_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _guard(spec: str, load):  # noqa: ANN001, ANN202 - tiny wrapper
+    """Run ``load``; any exception becomes a BackendSpecError naming the spec and the cause."""
+    try:
+        return load()
+    except BackendSpecError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - an import may fail in any way, even SystemExit
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise BackendSpecError(f"backend {spec!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
+
+
+def available(target: Target) -> bool:
+    """Whether the target's factory loads and accepts its dtype/device on this machine."""
+    try:
+        load_backend(target.spec, dtype=target.dtype, device=target.device)
+    except (BackendSpecError, ValueError):
+        return False
+    return True
+
+
+def default_targets() -> list[Target]:
+    """Every built-in backend configuration: reference; numpy float32 and float16; torch cpu
+    float64/float32/bfloat16; and torch cuda float32/bfloat16 when a GPU is present (a missing
+    torch is not hidden: its targets stay and fail to load with a clear message)."""
+    cpu = [Target("reference", "float64"), Target("numpy", "float32"), Target("numpy", "float16"),
+           Target("torch", "float64"), Target("torch", "float32"), Target("torch", "bfloat16")]
+    cuda = [Target("torch", "float32", "cuda"), Target("torch", "bfloat16", "cuda")]
+    return cpu + [t for t in cuda if available(t)]
