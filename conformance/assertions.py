@@ -1,0 +1,82 @@
+"""Assertion helpers that explain themselves.
+
+Each stands for a plain ``assert`` (given in its docstring) and, on failure, names the op, the
+backend and dtype, the worst element and its index, both values, the absolute and relative
+error against the tolerance, and how many elements failed, e.g.::
+
+    torch[float32, cpu].softmax: out[1, 2] = 0.3 but should be 0.5 (abs err 0.2, rel err 0.4,
+    tolerance 1.2e-07, 200 x over); 3 of 24 elements exceed their tolerance [rows sum to 1]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from conformance import record
+from conformance.harness import label
+
+
+def _index(flat_index: int, shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(i) for i in np.unravel_index(flat_index, shape)) + "]" if shape else ""
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | float, backend: Any,
+                 op: str, what: str = "", where: np.ndarray | None = None) -> float:
+    """``assert np.all(|actual - expected| <= tol)`` elementwise (``tol`` broadcasts), comparing
+    only where ``where`` is True (e.g. real, not padded, query positions). NaN never passes
+    unless both sides are NaN at the same place... which it never is for a finite expected.
+
+    Returns the worst error/tolerance ratio (<= 1 on success) and records it for the report.
+    """
+    __tracebackhide__ = True
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{label(backend, op)}: expected shape {expected.shape}, got {actual.shape} {_tag(what)}")
+    tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), expected.shape)
+    mask = np.ones(expected.shape, bool) if where is None else np.broadcast_to(where, expected.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(actual - expected)
+        exact = actual == expected  # also covers equal infinities
+        err = np.where(exact, 0.0, np.where(np.isnan(err), np.inf, err))
+        ratio = np.where(mask, np.where(err == 0, 0.0, err / np.where(tol > 0, tol, 0.0)), 0.0)
+    ratio = np.nan_to_num(ratio, nan=np.inf)
+    worst = int(np.argmax(ratio)) if ratio.size else 0
+    worst_ratio = float(ratio.flat[worst]) if ratio.size else 0.0
+    record.note_ratio(worst_ratio)
+    if worst_ratio <= 1.0:
+        return worst_ratio
+    failing = int(np.count_nonzero(ratio > 1.0))
+    a, e, t, d = actual.flat[worst], expected.flat[worst], tol.flat[worst], err.flat[worst]
+    rel = d / abs(e) if e != 0 else np.inf
+    message = (f"{label(backend, op)}: out{_index(worst, expected.shape)} = {a!r} but should be {e!r} "
+               f"(abs err {d:.3g}, rel err {rel:.3g}, tolerance {t:.3g}, {worst_ratio:.3g} x over); "
+               f"{failing} of {int(mask.sum())} compared elements exceed their tolerance {_tag(what)}")
+    record.note_failure(message, worst_ratio)
+    raise AssertionError(message)
+
+
+def assert_equal(actual: np.ndarray, expected: np.ndarray, *, backend: Any, op: str, what: str = "",
+                 where: np.ndarray | None = None) -> None:
+    """``assert np.array_equal(actual, expected)`` (bitwise, on the compared elements)."""
+    __tracebackhide__ = True
+    assert_close(actual, expected, tol=0.0, backend=backend, op=op, what=what, where=where)
+
+
+def assert_true(condition: np.ndarray, *, values: np.ndarray, backend: Any, op: str, what: str) -> None:
+    """``assert np.all(condition)``, naming the first element where it fails and its value."""
+    __tracebackhide__ = True
+    condition = np.asarray(condition)
+    if condition.all():
+        return
+    first = int(np.argmin(condition.ravel()))
+    value = np.broadcast_to(values, condition.shape).flat[first]
+    message = (f"{label(backend, op)}: out{_index(first, condition.shape)} = {value!r} violates {what}; "
+               f"{int(np.count_nonzero(~condition))} of {condition.size} elements do")
+    record.note_failure(message, np.inf)
+    raise AssertionError(message)
+
+
+def _tag(what: str) -> str:
+    return f"[{what}]" if what else ""

@@ -1,0 +1,130 @@
+"""Backend plumbing for the tests: convert inputs, call an op, and check what came back.
+
+Everything a backend does wrong while being called becomes a ``BackendFault`` (an
+AssertionError, so pytest reports a failure and Hypothesis shrinks it) whose message says which
+op, which backend/dtype, and what the inputs were. An absent op, or one that raises
+NotImplementedError, skips the test with reason "not implemented".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+NOT_IMPLEMENTED = "not implemented"
+UNSUPPORTED = "unsupported"
+INTEGER_OPS = frozenset({"greedy_decode"})
+
+
+class BackendFault(AssertionError):
+    """The backend raised, or returned something that is not a valid result."""
+
+
+def label(backend: Any, op: str) -> str:
+    """``torch[float32, cpu].softmax``: who computed what."""
+    return f"{getattr(backend, 'name', '?')}[{getattr(backend, 'dtype', '?')}, {getattr(backend, 'device', '?')}].{op}"
+
+
+def describe(value: Any) -> str:
+    """A short description of inputs: arrays as dtype(shape), containers summarised."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype}{value.shape}"
+    if isinstance(value, Mapping):
+        if all(isinstance(v, np.ndarray) for v in value.values()) and len(value) > 4:
+            return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in list(value.items())[:4]) + ", ...}"
+        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return f"[{len(value)} x {describe(value[0])}]" if value else "[]"
+    return repr(value)
+
+
+def describe_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    parts = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def to_native(backend: Any, tree: Any) -> Any:
+    """Every NumPy array leaf of a nested dict/list converted with ``backend.asarray``."""
+    if isinstance(tree, np.ndarray):
+        return backend.asarray(tree)
+    if isinstance(tree, Mapping):
+        return {k: to_native(backend, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_native(backend, v) for v in tree)
+    return tree
+
+
+def require_op(backend: Any, op: str) -> None:
+    """Skip with reason "not implemented" when the backend has no ``op``."""
+    if not callable(getattr(backend, op, None)):
+        pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)}")
+
+
+def call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = None, **kwargs: Any) -> np.ndarray:
+    """``backend.<op>(*args, **kwargs)`` with NumPy in and NumPy out.
+
+    Returns float64 (int64 for greedy_decode). Fails with a BackendFault when the op raises,
+    returns something that is not an array of the claimed dtype, the wrong shape (when
+    ``shape`` is given), or changes its inputs in place.
+    """
+    require_op(backend, op)
+    native_args, native_kwargs = to_native(backend, list(args)), to_native(backend, kwargs)
+    before = _snapshot(backend, (native_args, native_kwargs))
+    try:
+        result = getattr(backend, op)(*native_args, **native_kwargs)
+    except NotImplementedError:
+        pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)} raised NotImplementedError")
+    except Exception as exc:  # noqa: BLE001 - any exception of the backend's is a failure of the op
+        raise BackendFault(f"{label(backend, op)} raised {type(exc).__name__}: {exc}\n"
+                           f"  inputs: {describe_call(args, kwargs)}") from exc
+    _check_unchanged(backend, op, before, (native_args, native_kwargs))
+    return _check_result(backend, op, result, shape, describe_call(args, kwargs))
+
+
+def _snapshot(backend: Any, tree: Any) -> list[np.ndarray]:
+    """Copies of every native array leaf, to detect in-place mutation."""
+    leaves: list[np.ndarray] = []
+    _collect(backend, tree, leaves)
+    return leaves
+
+
+def _collect(backend: Any, tree: Any, leaves: list[np.ndarray]) -> None:
+    if isinstance(tree, Mapping):
+        for v in tree.values():
+            _collect(backend, v, leaves)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            _collect(backend, v, leaves)
+    elif not isinstance(tree, (str, int, float, bool, type(None))):
+        leaves.append(np.array(backend.to_numpy(tree), copy=True))
+
+
+def _check_unchanged(backend: Any, op: str, before: list[np.ndarray], tree: Any) -> None:
+    after = _snapshot(backend, tree)
+    for i, (b, a) in enumerate(zip(before, after)):
+        if not np.array_equal(b, a, equal_nan=True):
+            raise BackendFault(f"{label(backend, op)} changed its input #{i} ({b.dtype}{b.shape}) in place")
+
+
+def _check_result(backend: Any, op: str, result: Any, shape: tuple[int, ...] | None, inputs: str) -> np.ndarray:
+    where = f"{label(backend, op)} on inputs {inputs}"
+    if result is None or isinstance(result, (list, tuple, dict, str, int, float)):
+        raise BackendFault(f"{where} returned {type(result).__name__}, expected an array")
+    try:
+        out = np.asarray(backend.to_numpy(result))
+    except Exception as exc:  # noqa: BLE001
+        raise BackendFault(f"{where}: to_numpy failed on its result ({type(result).__name__}): "
+                           f"{type(exc).__name__}: {exc}") from exc
+    if shape is not None and out.shape != tuple(shape):
+        raise BackendFault(f"{where}: expected shape {tuple(shape)}, got {out.shape}")
+    if op in INTEGER_OPS:
+        if not np.issubdtype(out.dtype, np.integer):
+            raise BackendFault(f"{where}: expected integer token ids, got dtype {out.dtype}")
+        return out.astype(np.int64)
+    allowed = {backend.dtype} | ({"float32"} if backend.dtype == "bfloat16" else set())
+    if out.dtype.name not in allowed:
+        raise BackendFault(f"{where}: returned dtype {out.dtype}, but the backend claims {backend.dtype}")
+    return out.astype(np.float64)

@@ -1,0 +1,135 @@
+"""The suite's pytest plugin: backend selection, Hypothesis profiles, the report header, and
+per-test records for the gate.
+
+Loaded by the repository's ``conftest.py`` and by the gate (``pytest -p
+conformance.pytest_plugin``). Options (each also an environment variable, for CI systems):
+
+  --backend SPEC   repeatable    CONFORMANCE_BACKEND  (comma-separated)
+  --dtype D        repeatable    CONFORMANCE_DTYPE    (comma-separated)
+  --device DEV                   CONFORMANCE_DEVICE
+  --hypothesis-profile dev|ci|thorough                HYPOTHESIS_PROFILE   (default dev)
+
+With no backend and no dtype chosen, the tests run on every built-in backend available here
+(``backends.registry.default_targets``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from backends.contract import DTYPES
+from backends.registry import BUILTINS, BackendSpecError, Target, default_targets, load_backend
+from conformance import record
+from conformance.harness import UNSUPPORTED
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "dev": {"max_examples": 25},
+    "ci": {"max_examples": 100, "derandomize": True},
+    "thorough": {"max_examples": 1000},
+}
+for _name, _options in PROFILES.items():
+    settings.register_profile(_name, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+                              **_options)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "transformer conformance suite")
+    group.addoption("--backend", action="append", default=[], metavar="SPEC",
+                    help="backend spec to test (repeatable; env CONFORMANCE_BACKEND); default: all built-ins")
+    group.addoption("--dtype", action="append", default=[], choices=DTYPES,
+                    help="dtype to test (repeatable; env CONFORMANCE_DTYPE); default: all the backend supports")
+    group.addoption("--device", default=None, help="device, e.g. cpu, cuda, cuda:1 (env CONFORMANCE_DEVICE)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "op(name): the contract op a conformance test checks")
+    config.addinivalue_line("markers", "kind(name): property or differential")
+
+
+def _from_env(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+def selected_targets(config: pytest.Config) -> list[Target]:
+    """The backend x dtype (x device) combinations chosen on the command line or environment."""
+    specs = config.getoption("backend") or _from_env("CONFORMANCE_BACKEND")
+    dtypes = config.getoption("dtype") or _from_env("CONFORMANCE_DTYPE")
+    device = config.getoption("device") or os.environ.get("CONFORMANCE_DEVICE") or None
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad:
+        raise pytest.UsageError(f"unknown dtype {bad[0]!r}; choose from {DTYPES}")
+    if not specs and not dtypes and device is None:
+        return default_targets()
+    specs = specs or list(BUILTINS)
+    return [Target(s, d, device or "cpu") for s in specs for d in (dtypes or DTYPES)]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    targets = selected_targets(config)
+    profile = config.getoption("hypothesis_profile", None) or os.environ.get("HYPOTHESIS_PROFILE", "dev")
+    seed = config.getoption("hypothesis_seed", None)
+    derandomized = PROFILES.get(profile, {}).get("derandomize", False)
+    seed_text = "derandomized" if derandomized else (seed if seed is not None else "random (see the failure's @reproduce_failure blob)")
+    return [
+        f"conformance backends: {', '.join(sorted({t.spec for t in targets}))}",
+        f"conformance dtypes: {', '.join(sorted({t.dtype for t in targets}))}; "
+        f"devices: {', '.join(sorted({t.device for t in targets}))}",
+        f"conformance targets: {', '.join(t.id for t in targets)}",
+        f"hypothesis profile: {profile}; seed: {seed_text}",
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        targets = selected_targets(metafunc.config)
+        metafunc.parametrize("backend", targets, ids=[t.id for t in targets], indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> Any:
+    """The backend under test; unsupported dtype/device skips with reason "unsupported"."""
+    target: Target = request.param
+    try:
+        return load_backend(target.spec, dtype=target.dtype, device=target.device)
+    except ValueError as exc:
+        pytest.skip(f"{UNSUPPORTED}: {target.id}: {exc}")
+    except BackendSpecError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _counting(inner: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(inner)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        record.note_example()
+        return inner(*args, **kwargs)
+    return wrapper
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Count Hypothesis examples per test (Hypothesis lets plugins wrap ``inner_test``)."""
+    for item in items:
+        handle = getattr(getattr(item, "obj", None), "hypothesis", None)
+        if handle is not None and not getattr(handle.inner_test, "_conformance_counted", False):
+            handle.inner_test = _counting(handle.inner_test)
+            handle.inner_test._conformance_counted = True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    rec = record.start()
+    try:
+        return (yield)
+    finally:
+        record.stop()
+        item.user_properties.append(("conformance", rec.as_property()))
+        marker = item.get_closest_marker("op")
+        if marker is not None:
+            item.user_properties.append(("op", marker.args[0]))

@@ -1,0 +1,57 @@
+"""What a test found, for the gate's report: examples run, worst error/tolerance ratio, and the
+first failure message. One Record per test, held in a context variable that the pytest plugin
+sets around each test and writes into the test's ``user_properties`` (which xdist ships to the
+controller)."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Record:
+    examples: int = 0
+    worst_ratio: float = 0.0
+    failure: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def as_property(self) -> dict:
+        return asdict(self)
+
+
+_current: contextvars.ContextVar[Record | None] = contextvars.ContextVar("conformance_record", default=None)
+
+
+def start() -> Record:
+    rec = Record()
+    _current.set(rec)
+    return rec
+
+
+def stop() -> None:
+    _current.set(None)
+
+
+def note_example() -> None:
+    """One more Hypothesis example (or fixed case) ran."""
+    if (rec := _current.get()) is not None:
+        rec.examples += 1
+
+
+def note_ratio(ratio: float) -> None:
+    if (rec := _current.get()) is not None:
+        rec.worst_ratio = max(rec.worst_ratio, ratio)
+
+
+def note_failure(message: str, ratio: float) -> None:
+    """Keep the message of the last failure (Hypothesis replays the shrunk example last)."""
+    if (rec := _current.get()) is not None:
+        rec.failure = message
+        rec.worst_ratio = max(rec.worst_ratio, ratio)
+
+
+def note(text: str) -> None:
+    """A remark for the report (e.g. "greedy decoding diverged at a near-tie at step 3")."""
+    if (rec := _current.get()) is not None and text not in rec.notes:
+        rec.notes.append(text)

@@ -1,0 +1,102 @@
+"""Hypothesis strategies for the suite: configs, params, float arrays, token ids and masks.
+
+Every strategy takes keyword-only size caps and draws its simplest option first, so failures
+shrink to small, readable examples (one head, length-1 sequences, unit scale, no mask).
+Float arrays are drawn as (seed, scale) and made with NumPy's generator: Hypothesis shrinks the
+seed and the scale, and large arrays stay cheap to generate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import reference
+
+SCALES = (1.0, 0.1, 10.0)
+seeds = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def arrays(draw: st.DrawFn, shape: tuple[int, ...], *, scales: tuple[float, ...] = SCALES) -> np.ndarray:
+    """float64 N(0, scale^2) values of the given shape; scale drawn from ``scales`` (first = simplest)."""
+    scale = draw(st.sampled_from(scales))
+    return np.random.default_rng(draw(seeds)).normal(0.0, scale, shape)
+
+
+@st.composite
+def configs(draw: st.DrawFn, *, max_d_model: int = 16, max_heads: int = 4, max_d_ff: int = 16,
+            max_layers: int = 2, max_vocab: int = 12, min_layers: int = 0) -> dict[str, Any]:
+    """A valid config dict (backends/CONTRACT.md): d_model even and divisible by num_heads."""
+    d_model = 2 * draw(st.integers(1, max_d_model // 2))
+    num_heads = draw(st.sampled_from([h for h in range(1, max_heads + 1) if d_model % h == 0]))
+    config: dict[str, Any] = {
+        "d_model": d_model,
+        "num_heads": num_heads,
+        "d_ff": draw(st.integers(1, max_d_ff)),
+        "num_encoder_layers": draw(st.integers(min_layers, max_layers)),
+        "num_decoder_layers": draw(st.integers(min_layers, max_layers)),
+        "src_vocab_size": draw(st.integers(3, max_vocab)),
+        "tgt_vocab_size": draw(st.integers(3, max_vocab)),
+        "layer_norm_eps": draw(st.sampled_from([1e-5, 1e-6, 1e-3])),
+        "norm_first": draw(st.sampled_from([False, True])),
+        "scale_embedding": draw(st.sampled_from([True, False])),
+        "activation": draw(st.sampled_from(["relu", "gelu"])),
+    }
+    final_norm = draw(st.sampled_from([None, True, False]))
+    if final_norm is not None:
+        config["final_norm"] = final_norm
+    return config
+
+
+@st.composite
+def params(draw: st.DrawFn, config: dict[str, Any]) -> dict[str, Any]:
+    """A float64 parameter set for ``config`` (reference.init_params with a drawn seed)."""
+    return reference.init_params(config, draw(seeds))
+
+
+@st.composite
+def attention_params(draw: st.DrawFn, d_model: int) -> dict[str, np.ndarray]:
+    """{w_q, b_q, ..., w_o, b_o} for multi-head attention of width d_model."""
+    config = {"d_model": d_model, "num_heads": 1, "d_ff": 1, "num_encoder_layers": 1,
+              "num_decoder_layers": 0, "src_vocab_size": 1, "tgt_vocab_size": 1}
+    return draw(params(config))["encoder"][0]["self_attn"]
+
+
+@st.composite
+def token_ids(draw: st.DrawFn, batch: int, seq_len: int, vocab_size: int) -> np.ndarray:
+    """(B, S) int64 ids in [0, vocab_size)."""
+    return draw(hnp.arrays(np.int64, (batch, seq_len), elements=st.integers(0, vocab_size - 1)))
+
+
+@st.composite
+def padding_masks(draw: st.DrawFn, batch: int, seq_len: int) -> np.ndarray | None:
+    """None, or a (B, S) bool mask, True = real token, each row with at least one real token:
+    right padding (lengths) first, then arbitrary patterns."""
+    kind = draw(st.sampled_from(["none", "lengths", "pattern"]))
+    if kind == "none":
+        return None
+    if kind == "lengths":
+        lengths = draw(hnp.arrays(np.int64, (batch,), elements=st.integers(1, seq_len)))
+        return np.arange(seq_len)[None, :] < lengths[:, None]
+    mask = draw(hnp.arrays(np.bool_, (batch, seq_len)))
+    mask[np.arange(batch), draw(hnp.arrays(np.int64, (batch,), elements=st.integers(0, seq_len - 1)))] = True
+    return mask
+
+
+@st.composite
+def attention_masks(draw: st.DrawFn, shape: tuple[int, ...]) -> np.ndarray | None:
+    """None, all True, random (70 % True), or random with one fully masked query row; the
+    mask has exactly ``shape`` (..., Sq, Sk)."""
+    kind = draw(st.sampled_from(["none", "all", "random", "fully_masked_row"]))
+    if kind == "none":
+        return None
+    if kind == "all":
+        return np.ones(shape, dtype=bool)
+    mask = np.random.default_rng(draw(seeds)).random(shape) < 0.7
+    if kind == "fully_masked_row":
+        mask[..., draw(st.integers(0, shape[-2] - 1)), :] = False
+    return mask

@@ -1,0 +1,3 @@
+"""The suite's pytest options, Hypothesis profiles and report header live in one plugin."""
+
+pytest_plugins = ["conformance.pytest_plugin"]
