@@ -26,7 +26,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
                  op: str, what: str = "", where: np.ndarray | None = None) -> float:
     """``assert np.all(|actual - expected| <= tol)`` elementwise (``tol`` broadcasts), comparing
     only where ``where`` is True (e.g. real, not padded, query positions). NaN never passes
-    unless both sides are NaN at the same place... which it never is for a finite expected.
+    (equal infinities pass).
 
     Returns the worst error/tolerance ratio (<= 1 on success) and records it for the report.
     """
@@ -36,19 +36,19 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
         raise AssertionError(f"{label(backend, op)}: expected shape {expected.shape}, got {actual.shape} {_tag(what)}")
     tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), expected.shape)
     mask = np.ones(expected.shape, bool) if where is None else np.broadcast_to(where, expected.shape)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         err = np.abs(actual - expected)
-        exact = actual == expected  # also covers equal infinities
-        err = np.where(exact, 0.0, np.where(np.isnan(err), np.inf, err))
-        ratio = np.where(mask, np.where(err == 0, 0.0, err / np.where(tol > 0, tol, 0.0)), 0.0)
-    ratio = np.nan_to_num(ratio, nan=np.inf)
+        err = np.where(actual == expected, 0.0, np.where(np.isnan(err), np.inf, err))  # equal infinities: 0
+        ratio = np.where(err == 0, 0.0, np.where(tol > 0, err / tol, np.inf))
+    ratio = np.where(mask, ratio, 0.0)
     worst = int(np.argmax(ratio)) if ratio.size else 0
     worst_ratio = float(ratio.flat[worst]) if ratio.size else 0.0
     record.note_ratio(worst_ratio)
     if worst_ratio <= 1.0:
         return worst_ratio
     failing = int(np.count_nonzero(ratio > 1.0))
-    a, e, t, d = actual.flat[worst], expected.flat[worst], tol.flat[worst], err.flat[worst]
+    a, e, t = (float(v.flat[worst]) for v in (actual, expected, tol))
+    d = abs(a - e)
     rel = d / abs(e) if e != 0 else np.inf
     message = (f"{label(backend, op)}: out{_index(worst, expected.shape)} = {a!r} but should be {e!r} "
                f"(abs err {d:.3g}, rel err {rel:.3g}, tolerance {t:.3g}, {worst_ratio:.3g} x over); "
@@ -71,7 +71,7 @@ def assert_true(condition: np.ndarray, *, values: np.ndarray, backend: Any, op: 
     if condition.all():
         return
     first = int(np.argmin(condition.ravel()))
-    value = np.broadcast_to(values, condition.shape).flat[first]
+    value = np.broadcast_to(values, condition.shape).flat[first].item()
     message = (f"{label(backend, op)}: out{_index(first, condition.shape)} = {value!r} violates {what}; "
                f"{int(np.count_nonzero(~condition))} of {condition.size} elements do")
     record.note_failure(message, np.inf)
