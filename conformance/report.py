@@ -1,0 +1,497 @@
+"""The gate's results: per-test outcomes merged from the gate plugin's records, aggregated per
+op x target, and written as a table, ``report.json`` (schema: conformance/REPORT.md),
+``junit.xml`` and ``report.md``.
+
+Status of one op on one target, most severe first::
+
+    crashed > timeout > nondeterministic > fail > known deviation > pass > not implemented > unsupported
+    > skipped > no tests
+
+A failing test covered by a known-deviations entry (conformance/deviations.py) does not make
+its op fail; when every failing test of an op is covered, the op shows as "known deviation".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.contract import OPS
+from conformance.deviations import Deviation
+from conformance.gate_plugin import FAULT_START
+from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
+
+SCHEMA_VERSION = 1
+
+# Status names, most severe first; FAILING make the gate fail.
+CRASHED, TIMEOUT, FAIL, KNOWN, PASS = "crashed", "timeout", "fail", "known deviation", "pass"
+NONDET = "nondeterministic"  # a failed test whose record says so (conformance/differential/test_determinism.py)
+NOT_IMPL, UNSUP, SKIPPED, NO_TESTS = NOT_IMPLEMENTED, UNSUPPORTED, "skipped", "no tests"
+STATUSES = (CRASHED, TIMEOUT, NONDET, FAIL, KNOWN, PASS, NOT_IMPL, UNSUP, SKIPPED, NO_TESTS)
+FAILING = frozenset({CRASHED, TIMEOUT, NONDET, FAIL})
+WORST_RE = re.compile(r"out(\[[\d, ]*\])? = ")
+THREAD_RE = re.compile(r"\n(?=(?:Current thread|Thread) 0x)")  # faulthandler's thread headers
+NOT_RUN = "not run: the pytest run ended before this test started (see pytest.log)"
+MAX_TEXT = 4000  # characters of failure text kept per test in report.json / report.md
+MAX_EXAMPLE = 20000  # characters of a shrunk example kept in report.json (pytest.log has it all)
+
+
+@dataclass
+class TestResult:
+    """One test (one test function on one target), its phases merged."""
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    test: str
+    op: str | None
+    kind: str | None
+    target: str | None
+    outcome: str  # passed, failed, crashed, timeout, skipped
+    skip_reason: str | None = None
+    duration: float = 0.0
+    examples: int = 0
+    worst_ratio: float | None = None
+    message: str = ""
+    failure: str = ""
+    falsifying_example: str | None = None
+    reproduce_blob: str | None = None
+    notes: list[str] = field(default_factory=list)
+    deviation: Deviation | None = None
+    verdict: str | None = None  # a failure's own status (NONDET), from the test's record
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in ("failed", "crashed", "timeout")
+
+    @property
+    def skip_status(self) -> str:
+        reason = self.skip_reason or ""
+        return NOT_IMPL if reason.startswith(NOT_IMPLEMENTED) else UNSUP if reason.startswith(UNSUPPORTED) else SKIPPED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid, "test": self.test, "kind": self.kind, "outcome": self.outcome,
+            "skip_reason": self.skip_reason, "duration_s": round(self.duration, 4), "examples": self.examples,
+            "worst_ratio": _finite(self.worst_ratio), "message": self.message,
+            "worst_element": worst_element(self.message),
+            "falsifying_example": _clip(self.falsifying_example, MAX_EXAMPLE) if self.falsifying_example else None,
+            "reproduce_blob": self.reproduce_blob,
+            "failure_text": _clip(self.failure), "notes": self.notes, "verdict": self.verdict,
+            "known_deviation": self.deviation.to_json() if self.deviation else None,
+        }
+
+
+@dataclass
+class OpResult:
+    """One op on one target: its tests and the status they add up to."""
+
+    op: str
+    target: str
+    tests: list[TestResult] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        failed = [t for t in self.tests if t.failed]
+        uncovered = [t for t in failed if t.deviation is None]
+        for outcome, status in (("crashed", CRASHED), ("timeout", TIMEOUT)):
+            if any(t.outcome == outcome for t in uncovered):
+                return status
+        if any(t.verdict == NONDET for t in uncovered):
+            return NONDET
+        if any(t.outcome == "failed" for t in uncovered):
+            return FAIL
+        if failed:
+            return KNOWN
+        if any(t.outcome == "passed" for t in self.tests):
+            return PASS
+        skips = {t.skip_status for t in self.tests if t.outcome == "skipped"}
+        for status in (NOT_IMPL, UNSUP, SKIPPED):
+            if status in skips:
+                return status
+        return NO_TESTS
+
+    @property
+    def examples(self) -> int:
+        return sum(t.examples for t in self.tests)
+
+    @property
+    def worst_ratio(self) -> float | None:
+        ratios = [t.worst_ratio for t in self.tests if t.worst_ratio is not None]
+        return max(ratios) if ratios else None
+
+    @property
+    def failures(self) -> list[TestResult]:
+        return [t for t in self.tests if t.failed]
+
+    def count(self, outcome: str) -> int:
+        return sum(t.outcome == outcome for t in self.tests)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "op": self.op, "target": self.target, "status": self.status, "worst_ratio": _finite(self.worst_ratio),
+            "examples": self.examples,
+            "tests": {o: self.count(o) for o in ("passed", "failed", "crashed", "timeout", "skipped")},
+            "duration_s": round(sum(t.duration for t in self.tests), 3),
+            "failures": [t.to_json() for t in self.failures],
+            "skip_reasons": sorted({t.skip_reason for t in self.tests if t.skip_reason}),
+            "notes": sorted({n for t in self.tests for n in t.notes}),
+        }
+
+
+@dataclass
+class Run:
+    """Everything read back from one gate run's results file."""
+
+    targets: list[dict[str, str]] = field(default_factory=list)
+    tests: list[TestResult] = field(default_factory=list)
+    collect_errors: list[dict[str, str]] = field(default_factory=list)
+    targets_error: str | None = None
+
+
+def read_results(path: Path) -> Run:
+    """Merge the JSON lines of the gate plugin (conformance/gate_plugin.py) into one result per
+    test. A test that started but never reported is "crashed" (the process running it died)."""
+    run = Run()
+    items = {}
+    items_path = Path(f"{path}.items")
+    if items_path.exists():
+        for line in items_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                info = json.loads(line)
+                items[info["nodeid"]] = info
+    reports: dict[str, list[dict[str, Any]]] = {}
+    started: list[str] = []
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a dying process
+            continue
+        event = rec.get("event")
+        if event == "session":
+            run.targets = rec.get("targets") or []
+            run.targets_error = rec.get("targets_error")
+        elif event == "start":
+            started.append(rec["nodeid"])
+        elif event == "report":
+            reports.setdefault(rec["nodeid"], []).append(rec)
+        elif event == "collect_error":
+            run.collect_errors.append({"nodeid": rec["nodeid"], "failure": rec.get("failure", "")})
+    faults = read_faults(path)
+    for nodeid in dict.fromkeys(started + list(reports)):
+        run.tests.append(_merge(nodeid, reports.get(nodeid, []), items.get(nodeid, {}), faults.get(nodeid, "")))
+    for nodeid, info in items.items():  # selected, never started: the run ended early (a crash under -n 0)
+        if nodeid not in reports and nodeid not in started:
+            run.tests.append(TestResult(
+                nodeid=nodeid, test=info.get("test") or nodeid.split("[", 1)[0], op=info.get("op"),
+                kind=info.get("kind"), target=(info.get("target") or {}).get("id") or _param_id(nodeid),
+                outcome="skipped", skip_reason=NOT_RUN))
+    return run
+
+
+def read_faults(path: Path) -> dict[str, str]:
+    """nodeid -> what faulthandler wrote while that test ran (empty for most tests), from the
+    ``FILE.faults.<worker>`` files of conformance/gate_plugin.py."""
+    faults: dict[str, str] = {}
+    for fault_file in sorted(path.parent.glob(f"{path.name}.faults.*")):
+        nodeid = None
+        for line in fault_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith(FAULT_START):
+                nodeid = line[len(FAULT_START):]
+                faults[nodeid] = ""
+            elif nodeid is not None:
+                faults[nodeid] += line + "\n"
+    return {k: v for k, v in faults.items() if v.strip()}
+
+
+def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], fault: str) -> TestResult:
+    """One TestResult from a test's phase records (setup, call, teardown, or xdist's crash) and
+    what faulthandler wrote while it ran (a timeout's or a fatal signal's stacks)."""
+    info = next((p for p in phases if p.get("target")), None) or item or {}
+    target = info.get("target") or {}
+    result = TestResult(nodeid=nodeid, test=info.get("test") or nodeid.split("[", 1)[0], op=info.get("op"),
+                        kind=info.get("kind"), target=target.get("id") or _param_id(nodeid), outcome="passed")
+    if not phases or any(p.get("when") == "???" for p in phases):  # the process running it died
+        died = [p.get("failure") or "" for p in phases] or [
+            "the test started but never reported: the process running it died"]
+        result.outcome = "timeout" if fault.startswith("Timeout (") else "crashed"
+        first = fault.strip().splitlines()[0] if fault.strip() else ""
+        if result.outcome == "timeout":
+            after = first.removeprefix("Timeout (").rstrip("!").rstrip(")")
+            result.message = (f"no result after {after} (the per-test timeout): the process running it was ended; "
+                              "its Python stacks are in the failure text")
+        else:
+            crash = [line for text in died for line in text.splitlines() if "crashed" in line or "died" in line]
+            result.message = "; ".join(crash or died) + (f" ({first})" if first else "")
+        result.failure = "\n".join(died) + ("\n\nPython stack when it ended:\n" + running_stack(fault) if fault else "")
+        return result
+    for phase in phases:
+        result.duration += phase.get("duration") or 0.0
+        rec = phase.get("conformance") or {}
+        result.examples += rec.get("examples", 0)
+        if rec.get("examples") or rec.get("worst_ratio"):  # something was compared
+            result.worst_ratio = max(result.worst_ratio or 0.0, float(rec.get("worst_ratio") or 0.0))
+        result.notes += [n for n in rec.get("notes", []) if n not in result.notes]
+        if phase["outcome"] == "skipped" and result.outcome == "passed":
+            result.outcome, result.skip_reason = "skipped", phase.get("skip_reason")
+        elif phase["outcome"] == "failed" and not result.failed:
+            text = phase.get("failure") or ""
+            result.outcome, result.failure = "failed", text
+            result.message = rec.get("failure") or _summary_line(text)
+            result.verdict = rec.get("verdict") or None
+            result.falsifying_example = phase.get("falsifying_example")
+            result.reproduce_blob = phase.get("reproduce_blob")
+    return result
+
+
+def running_stack(fault: str) -> str:
+    """What faulthandler wrote, cut to what matters: its first line (``Timeout (0:00:02)!``,
+    ``Fatal Python error: Segmentation fault``) and the stack of the thread that ran the test,
+    down to the test function (the pytest, pluggy and xdist frames below it dropped)."""
+    header, *threads = THREAD_RE.split(fault.strip())
+    running = [t for t in threads if "/_pytest/" in t]
+    kept = []
+    for thread in running or threads:
+        lines = thread.splitlines()
+        cut = next((i for i, line in enumerate(lines) if "/_pytest/" in line), len(lines))
+        kept.append("\n".join(lines[:cut] + (["  ... (pytest's own frames)"] if cut < len(lines) else [])))
+    return "\n\n".join([header.strip(), *kept]).strip() + "\n"
+
+
+def _param_id(nodeid: str) -> str | None:
+    return nodeid.rsplit("[", 1)[1].rstrip("]") if nodeid.endswith("]") and "[" in nodeid else None
+
+
+def _summary_line(text: str) -> str:
+    """The first ``E   ...`` line of a traceback (the exception message), else its last line."""
+    errors = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+    lines = [line for line in errors if line] or [line for line in text.strip().splitlines() if line.strip()]
+    return (lines[0] if errors else lines[-1]) if lines else ""
+
+
+def worst_element(message: str) -> str | None:
+    """``out[1, 2]`` from an assertion message of conformance.assertions, else None."""
+    match = WORST_RE.search(message or "")
+    return f"out{match.group(1) or ''}" if match else None
+
+
+def aggregate(run: Run, *, ops: Sequence[str] = ()) -> list[OpResult]:
+    """OpResults per target x op, in target order then contract op order; with ``ops`` (the op
+    filter, or every contract op when empty) also the ops no test checked ("no tests")."""
+    by_key: dict[tuple[str, str], OpResult] = {}
+    for test in run.tests:
+        key = (test.target or "-", test.op or "-")
+        by_key.setdefault(key, OpResult(op=key[1], target=key[0])).tests.append(test)
+    target_ids = [t["id"] for t in run.targets] + sorted({k[0] for k in by_key} - {t["id"] for t in run.targets})
+    wanted = list(ops) or list(OPS)
+    for target in target_ids:
+        for op in wanted:
+            by_key.setdefault((target, op), OpResult(op=op, target=target))
+    op_order = {op: i for i, op in enumerate(OPS)}
+    target_order = {t: i for i, t in enumerate(target_ids)}
+    return sorted(by_key.values(), key=lambda r: (target_order.get(r.target, len(target_order)),
+                                                  op_order.get(r.op, len(op_order)), r.op))
+
+
+def unsupported_targets(results: Iterable[OpResult]) -> list[str]:
+    """Targets on which every test that ran was skipped as unsupported."""
+    statuses: dict[str, set[str]] = {}
+    for r in results:
+        if r.tests:
+            statuses.setdefault(r.target, set()).add(r.status)
+    return [t for t, s in statuses.items() if s == {UNSUP}]
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+def table(results: Sequence[OpResult]) -> str:
+    """The per-op table the gate prints."""
+    header = ("target", "op", "status", "worst err/tol", "examples", "tests passed")
+    unsupported = unsupported_targets(results)
+    shown = [r for r in results if r.status != NO_TESTS and r.target not in unsupported]
+    rows = [header] + [(r.target, r.op, r.status, _ratio(r.worst_ratio), str(r.examples), _tests(r)) for r in shown]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {3, 4, 5}
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    untested = [r.op for r in results if r.status == NO_TESTS]
+    untested = sorted(set(untested), key=lambda op: (OPS.index(op) if op in OPS else len(OPS), op))
+    if untested:
+        lines.append(f"no tests for: {', '.join(untested)}")
+    if unsupported:
+        lines.append(f"unsupported here (every test skipped): {', '.join(unsupported)}")
+    return "\n".join(lines)
+
+
+def _tests(r: OpResult) -> str:
+    """``passed/ran``, and how many were skipped."""
+    skipped = r.count("skipped")
+    return f"{r.count('passed')}/{len(r.tests) - skipped}" + (f" ({skipped} skipped)" if skipped else "")
+
+
+def _ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else "inf" if ratio == float("inf") else f"{ratio:.3g}"
+
+
+def _finite(x: float | None) -> float | str | None:
+    return None if x is None else "inf" if x == float("inf") else x
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[:limit // 2] + "\n[... cut ...]\n" + text[-limit // 2:]
+
+
+# --- the files ---------------------------------------------------------------------------------
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def write_junit(path: Path, tests: Sequence[TestResult], *, name: str = "conformance") -> None:
+    """JUnit XML, one testcase per test and target, agreeing with the gate's verdict: a failure
+    covered by a known deviation is a ``skipped`` testcase whose message gives the reason."""
+    suite = ET.Element("testsuite", name=name)
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    total = 0.0
+    for t in tests:
+        module, _, function = t.nodeid.partition("::")
+        case = ET.SubElement(suite, "testcase", classname=module.removesuffix(".py").replace("/", "."),
+                             name=function or t.nodeid, time=f"{t.duration:.3f}")
+        if t.op:
+            props = ET.SubElement(case, "properties")
+            for key, value in (("op", t.op), ("target", t.target), ("kind", t.kind), ("examples", t.examples),
+                               ("worst_ratio", _ratio(t.worst_ratio))):
+                ET.SubElement(props, "property", name=key, value=str(value))
+        counts["tests"] += 1
+        total += t.duration
+        if t.failed and t.deviation is not None:
+            ET.SubElement(case, "skipped", message=f"known deviation: {t.deviation.reason}").text = _clip(t.failure)
+            counts["skipped"] += 1
+        elif t.outcome == "failed":
+            ET.SubElement(case, "failure", message=t.message[:500]).text = _clip(t.failure)
+            counts["failures"] += 1
+        elif t.outcome in ("crashed", "timeout"):
+            ET.SubElement(case, "error", message=f"{t.outcome}: {t.message[:500]}").text = _clip(t.failure)
+            counts["errors"] += 1
+        elif t.outcome == "skipped":
+            ET.SubElement(case, "skipped", message=t.skip_reason or "")
+            counts["skipped"] += 1
+    for key, value in counts.items():
+        suite.set(key, str(value))
+    suite.set("time", f"{total:.3f}")
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def document(*, kind: str, command: list[str], environment: dict[str, Any], settings: dict[str, Any],
+             targets: list[dict[str, Any]], results: Sequence[OpResult], tests: Sequence[TestResult],
+             errors: list[str], reasons: list[str], verdict: str, code: int, started_at: str | None = None,
+             duration_s: float | None = None, known_deviations: dict[str, Any] | None = None,
+             require: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report.json document (schema: conformance/REPORT.md)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("transformer-conformance")
+    except metadata.PackageNotFoundError:
+        version = None
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "tool": {"name": "transformer-conformance", "version": version},
+        "command": command,
+        "started_at": started_at,
+        "duration_s": duration_s,
+        "environment": environment,
+        "settings": settings,
+        "targets": targets,
+        "results": [r.to_json() for r in results],
+        "known_deviations": known_deviations or {"file": None, "entries": 0, "applied": [], "stale": []},
+        "require": require or {"ops": [], "missing": []},
+        "errors": errors,
+        "summary": {"verdict": verdict, "exit_code": code,
+                    "statuses": {s: sum(r.status == s for r in results) for s in STATUSES},
+                    "reasons": reasons,
+                    "tests": {o: sum(t.outcome == o for t in tests)
+                              for o in ("passed", "failed", "crashed", "timeout", "skipped")}},
+    }
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """report.md: a summary a CI system can post as a comment (from the report.json document)."""
+    verdict = document["summary"]["verdict"]
+    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}[verdict]
+    lines = [f"## Transformer conformance gate: {icon}", ""]
+    counts = document["summary"]["statuses"]
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no results")
+    lines.append("")
+    for reason in document["summary"]["reasons"]:
+        lines.append(f"- {reason}")
+    if document["summary"]["reasons"]:
+        lines.append("")
+    if document.get("errors"):
+        lines += ["### Errors", ""]
+        for error in document["errors"]:
+            lines += ["```", _clip(error, 2000), "```", ""]
+    targets = {t["id"]: t for t in document.get("targets", [])}
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for r in document["results"]:
+        by_target.setdefault(r["target"], []).append(r)
+    for target, rows in by_target.items():
+        t = targets.get(target, {})
+        where = f" ({t.get('spec')}, {t.get('dtype')}, {t.get('device')})" if t else ""
+        lines += [f"### {target}{where}", "", "| op | status | worst err/tol | examples | tests passed |",
+                  "|---|---|---:|---:|---:|"]
+        for r in rows:
+            if r["status"] == NO_TESTS:
+                continue
+            ran = r["tests"]["passed"] + r["tests"]["failed"] + r["tests"]["crashed"] + r["tests"]["timeout"]
+            status = f"**{r['status']}**" if r["status"] in FAILING else r["status"]
+            ratio = r["worst_ratio"]
+            ratio_text = "-" if ratio is None else ratio if isinstance(ratio, str) else f"{ratio:.3g}"
+            lines.append(f"| {r['op']} | {status} | {ratio_text} | {r['examples']} | {r['tests']['passed']}/{ran} |")
+        untested = [r["op"] for r in rows if r["status"] == NO_TESTS]
+        if untested:
+            lines += ["", f"No tests for: {', '.join(untested)}."]
+        lines.append("")
+    failures = [(r, f) for r in document["results"] for f in r["failures"]]
+    if failures:
+        lines += ["### Failures", ""]
+        for r, f in failures:
+            tag = " (known deviation)" if f["known_deviation"] else ""
+            lines += [f"#### `{r['op']}` on `{r['target']}`: {f.get('verdict') or f['outcome']}{tag}", "",
+                      f"- test: `{f['nodeid']}`"]
+            if f["worst_element"]:
+                lines.append(f"- worst element: `{f['worst_element']}`")
+            if f["message"]:
+                lines += ["", "```", _clip(f["message"], 1500), "```"]
+            if f["falsifying_example"]:
+                lines += ["", "Shrunk example:", "", "```python", _clip(f["falsifying_example"], 1500), "```"]
+            if f["reproduce_blob"]:
+                lines += ["", f"Reproduce: `{f['reproduce_blob']}`"]
+            if f["known_deviation"]:
+                lines += ["", f"Accepted: {f['known_deviation']['reason']}"]
+            lines.append("")
+    deviations = document.get("known_deviations") or {}
+    if deviations.get("stale"):
+        lines += ["### Stale known deviations", "", "These entries no longer match any failure; remove them:", ""]
+        lines += [f"- {d['file']}:{d['line']}: {d['backend']} {d['dtype']} {d.get('op') or d.get('test')}: "
+                  f"{d['reason']}" for d in deviations["stale"]]
+        lines.append("")
+    env = document.get("environment", {})
+    lines += ["<details><summary>Environment</summary>", "", "```",
+              json.dumps({k: env.get(k) for k in ("python", "platform", "packages")}, indent=1), "```", "",
+              "</details>", ""]
+    return "\n".join(lines)
