@@ -22,6 +22,10 @@ BUILTINS: dict[str, str] = {
     "reference": "backends.numpy_backend:reference_factory",
     "numpy": "backends.numpy_backend:factory",
     "torch": "backends.torch_backend:factory",
+    "torch-sdpa": "backends.torch_sdpa:factory",
+    "torch-nn": "backends.torch_nn:factory",
+    "torch-nn-slowpath": "backends.torch_nn:slowpath_factory",
+    "jax": "backends.jax_backend:factory",
 }
 
 

@@ -112,6 +112,8 @@ def _entry(raw: dict[str, Any], path: Path, line: int, index: int) -> Deviation:
     def fail(message: str) -> DeviationsError:
         return DeviationsError(f"{where}: {message}")
 
+    if not isinstance(raw, dict):
+        raise fail(f"must be a table (write [[deviation]] and key = \"value\" lines), got {raw!r}")
     unknown = set(raw) - KEYS
     if unknown:
         raise fail(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(KEYS)}")

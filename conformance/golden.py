@@ -475,8 +475,15 @@ def load_npz(path: Path, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def load_output(path: Path) -> np.ndarray:
     """One output array (.npy), read without pickling; ValueError with the reason otherwise."""
-    with open(path, "rb") as f:  # FileNotFoundError: not implemented
-        magic = f.read(len(NPY_MAGIC))
+    if path.exists() and not path.is_file():  # opening a pipe would block
+        raise ValueError(f"{path}: cannot be read: not a regular file (a directory, a pipe or a device)")
+    try:
+        with open(path, "rb") as f:  # FileNotFoundError: not implemented
+            magic = f.read(len(NPY_MAGIC))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({type(exc).__name__}: {exc.strerror or exc})") from exc
     if magic != NPY_MAGIC:
         kind = ("a pickle" if magic[:1] == b"\x80" else "a zip archive (.npz?)" if magic[:2] == b"PK"
                 else "not an .npy file")

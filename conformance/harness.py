@@ -14,13 +14,22 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conformance import record
+
 NOT_IMPLEMENTED = "not implemented"
 UNSUPPORTED = "unsupported"
 INTEGER_OPS = frozenset({"greedy_decode"})
 
 
 class BackendFault(AssertionError):
-    """The backend raised, or returned something that is not a valid result."""
+    """The backend raised, or returned something that is not a valid result.
+
+    Its message (on one line) is also the test's recorded failure, so that the gate's report
+    shows it rather than the first line of the traceback (the backend's own exception)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        record.note_failure("; ".join(message.split("\n  ")).replace("\n", " "), 0.0)
 
 
 def label(backend: Any, op: str) -> str:

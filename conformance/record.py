@@ -15,6 +15,7 @@ class Record:
     worst_ratio: float = 0.0
     failure: str = ""
     notes: list[str] = field(default_factory=list)
+    verdict: str = ""  # a failure's own status instead of "fail", e.g. "nondeterministic" (report.py)
 
     def as_property(self) -> dict:
         return asdict(self)
@@ -49,6 +50,12 @@ def note_failure(message: str, ratio: float) -> None:
     if (rec := _current.get()) is not None:
         rec.failure = message
         rec.worst_ratio = max(rec.worst_ratio, ratio)
+
+
+def note_verdict(verdict: str, message: str) -> None:
+    """The test fails in a way with its own status (e.g. "nondeterministic"), and why."""
+    if (rec := _current.get()) is not None:
+        rec.verdict, rec.failure = verdict, message
 
 
 def note(text: str) -> None:

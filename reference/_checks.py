@@ -11,6 +11,14 @@ import numpy as np
 from reference.precision import as_float
 
 
+def as_array(name: str, a: object) -> np.ndarray:
+    """``np.asarray(a)``; a ValueError naming ``name`` for what is not an array (a ragged list)."""
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} is not an array: {exc}") from None
+
+
 def check_int(name: str, value: object, *, minimum: int) -> int:
     """An integer (not a bool) >= minimum."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
@@ -27,17 +35,26 @@ def check_shape(name: str, a: np.ndarray, shape: tuple[int | None, ...]) -> np.n
     return a
 
 
+def check_positions(name: str, a: np.ndarray) -> np.ndarray:
+    """``a`` (B, S, ...) has at least one position: attention needs a key to attend to."""
+    if a.shape[1] < 1:
+        raise ValueError(f"{name} must hold at least one position (S >= 1), got shape {a.shape}")
+    return a
+
+
 def floats(name: str, a: object, dtype: str, shape: tuple[int | None, ...]) -> np.ndarray:
     """A floating input converted to ``dtype`` with the given shape."""
     return check_shape(name, as_float(name, a, dtype), shape)
 
 
-def check_ids(name: str, ids: object, vocab_size: int) -> np.ndarray:
-    """Token ids: a (B, S) integer array with every id in [0, vocab_size)."""
-    ids = np.asarray(ids)
+def check_ids(name: str, ids: object, vocab_size: int, *, min_len: int = 0) -> np.ndarray:
+    """Token ids: a (B, S) integer array, S >= min_len, with every id in [0, vocab_size)."""
+    ids = as_array(name, ids)
     if not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"{name} must be an integer array, got dtype {ids.dtype}")
     check_shape(name, ids, (None, None))
+    if ids.shape[1] < min_len:
+        raise ValueError(f"{name} must have at least {min_len} position(s), got shape {ids.shape}")
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
         bad = ids[(ids < 0) | (ids >= vocab_size)].flat[0]
         raise ValueError(f"{name} must lie in [0, {vocab_size}), got id {bad}")
@@ -48,7 +65,7 @@ def check_mask(name: str, mask: object, shape: tuple[int, ...]) -> np.ndarray | 
     """A boolean attention mask (True = may attend) that broadcasts to ``shape``."""
     if mask is None:
         return None
-    mask = np.asarray(mask)
+    mask = as_array(name, mask)
     if mask.dtype != np.bool_:
         raise ValueError(f"{name} must be a boolean array (True = may attend), got dtype {mask.dtype}")
     try:
@@ -64,7 +81,7 @@ def check_padding_mask(name: str, mask: object, shape: tuple[int, int]) -> np.nd
     """A (B, S) boolean padding mask, True = real token, at least one real token per row."""
     if mask is None:
         return None
-    mask = np.asarray(mask)
+    mask = as_array(name, mask)
     if mask.dtype != np.bool_:
         raise ValueError(f"{name} must be a boolean array (True = real token), got dtype {mask.dtype}")
     check_shape(name, mask, shape)
@@ -94,7 +111,7 @@ def float_tree(name: str, tree: Any, shapes: Any, dtype: str) -> Any:
             raise ValueError(f"{name} is missing keys {missing}")
         return {key: float_tree(f"{name}[{key!r}]", tree[key], sub, dtype) for key, sub in shapes.items()}
     assert isinstance(shapes, Sequence)
-    if not isinstance(tree, Sequence) or len(tree) != len(shapes):
-        got = len(tree) if isinstance(tree, Sequence) else type(tree).__name__
+    if not isinstance(tree, Sequence) or isinstance(tree, (str, bytes)) or len(tree) != len(shapes):
+        got = len(tree) if isinstance(tree, Sequence) and not isinstance(tree, (str, bytes)) else type(tree).__name__
         raise ValueError(f"{name} must be a list of {len(shapes)} layers, got {got}")
     return [float_tree(f"{name}[{i}]", t, s, dtype) for i, (t, s) in enumerate(zip(tree, shapes))]

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu")
 
 
@@ -41,8 +43,12 @@ class Config:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         if self.d_model % 2:
             raise ValueError(f"d_model must be even for the positional encoding, got {self.d_model}")
-        if not (isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0):
-            raise ValueError(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps!r}")
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps < float("inf")):
+            raise ValueError(f"layer_norm_eps must be a positive number, got {eps!r}")
+        for name in ("norm_first", "scale_embedding") + (("final_norm",) if self.final_norm is not None else ()):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.final_norm is None:
@@ -65,7 +71,7 @@ def as_config(config: Mapping[str, Any] | Config) -> Config:
     if not isinstance(config, Mapping):
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
     known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(config) - known)
+    unknown = sorted(set(config) - known, key=repr)
     if unknown:
         raise ValueError(f"config has unknown keys {unknown}; known keys are {sorted(known)}")
     try:

@@ -31,7 +31,7 @@ def softmax(x: Any, axis: int = -1, *, dtype: str = "float64") -> np.ndarray:
     Choices: -inf entries get exactly 0; a slice that is all -inf gives zeros, not NaN.
     Shapes: any -> same.
     """
-    x = as_float("x", x, check_dtype(dtype))
+    x = as_float("x", x, check_dtype(dtype), neg_inf=True)
     axis = check_axis("axis", axis, x.ndim)
     if x.shape[axis] == 0:
         raise ValueError(f"x must have at least one entry along axis {axis}, got shape {x.shape}")
@@ -95,7 +95,7 @@ def layer_norm(x: Any, gamma: Any, beta: Any, eps: float, *, dtype: str = "float
     x = as_float("x", x, dtype)
     if x.ndim < 1 or x.shape[-1] < 1:
         raise ValueError(f"x must have a non-empty last axis, got shape {x.shape}")
-    if not (isinstance(eps, (int, float, np.floating)) and eps > 0):
+    if isinstance(eps, (bool, np.bool_)) or not (isinstance(eps, (int, float, np.floating)) and 0 < eps < math.inf):
         raise ValueError(f"eps must be a positive number, got {eps!r}")
     norm = float_tree("norm", {"gamma": gamma, "beta": beta}, norm_shapes(x.shape[-1]), dtype)
     return _layer_norm(x, norm, float(eps), dtype)
@@ -134,6 +134,8 @@ def _attention_inputs(q: Any, k: Any, v: Any, mask: Any, dtype: str) -> tuple:
     q, k = as_float("q", q, dtype), as_float("k", k, dtype)
     if q.ndim < 2 or k.ndim < 2 or q.shape[-1] != k.shape[-1] or q.shape[-1] < 1:
         raise ValueError(f"q (..., Sq, d_k) and k (..., Sk, d_k) must share d_k >= 1, got {q.shape} and {k.shape}")
+    if k.shape[-2] < 1:
+        raise ValueError(f"k must hold at least one key (Sk >= 1), got shape {k.shape}")
     if v is not None:
         v = as_float("v", v, dtype)
         if v.ndim < 2 or v.shape[-2] != k.shape[-2]:
@@ -172,6 +174,8 @@ def multi_head_attention(x_q: Any, x_kv: Any, p: Params, num_heads: int, mask: A
     x_q = floats("x_q", x_q, check_dtype(dtype), (None, None, None))
     B, Sq, d_model = x_q.shape
     x_kv = floats("x_kv", x_kv, dtype, (B, None, d_model))
+    if x_kv.shape[1] < 1:
+        raise ValueError(f"x_kv must hold at least one position (Sk >= 1), got shape {x_kv.shape}")
     num_heads = check_int("num_heads", num_heads, minimum=1)
     if d_model % num_heads:
         raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
@@ -220,7 +224,10 @@ def feed_forward(x: Any, p: Params, activation: str = "relu", *, dtype: str = "f
         raise ValueError(f"x must have shape (..., d_model), got {x.shape}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    d_ff = np.shape(p.get("w_1")) if isinstance(p, Mapping) else ()
+    try:
+        d_ff = np.shape(p.get("w_1")) if isinstance(p, Mapping) else ()
+    except (ValueError, TypeError) as exc:  # e.g. a ragged nested list
+        raise ValueError(f"p['w_1'] is not an array: {exc}") from None
     if len(d_ff) != 2:
         raise ValueError(f"p['w_1'] must have shape ({x.shape[-1]}, d_ff), got {d_ff}")
     p = float_tree("p", p, ffn_shapes(x.shape[-1], d_ff[1]), dtype)
@@ -238,8 +245,13 @@ def _relu(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _gelu(x: np.ndarray, dtype: str) -> np.ndarray:
-    """GELU(x) = x/2 * (1 + erf(x / sqrt(2))), exact (not the tanh approximation)."""
-    return rounded(0.5 * x * (1.0 + special.erf(x / math.sqrt(2.0))), dtype)
+    """GELU(x) = x/2 * (1 + erf(x / sqrt(2))), exact (not the tanh approximation).
+
+    Choices: erf's value is stored (rounded to ``dtype``) before 1 + erf, as a kernel holds it;
+    for x < 0 that sum cancels, so erf's rounding sets GELU's error (conformance/TOLERANCES.md).
+    """
+    phi = rounded(special.erf(x / math.sqrt(2.0)), dtype)                  # 2 Phi(x) - 1
+    return rounded(0.5 * x * (1.0 + phi), dtype)
 
 
 _ACTIVATION: dict[str, Callable[[np.ndarray, str], np.ndarray]] = {"relu": _relu, "gelu": _gelu}

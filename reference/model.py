@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from reference._checks import check_ids, check_int, check_mask, check_padding_mask, float_tree, floats
+from reference._checks import (
+    check_ids, check_int, check_mask, check_padding_mask, check_positions, float_tree, floats,
+)
 from reference.config import Config, as_config
 from reference.layers import (
     _feed_forward, _layer_norm, _linear, _multi_head_attention, _positional_encoding,
@@ -30,7 +32,7 @@ def encoder_layer(x: Any, p: Params, config: ConfigLike, mask: Any = None, *,
     Shapes: x (B, S, d_model), mask broadcast to (B, S, S) -> (B, S, d_model).
     """
     c = as_config(config)
-    x = floats("x", x, check_dtype(dtype), (None, None, c.d_model))
+    x = check_positions("x", floats("x", x, check_dtype(dtype), (None, None, c.d_model)))
     p = float_tree("p", p, encoder_layer_shapes(c), dtype)
     return _encoder_layer(x, p, c, check_mask("mask", mask, (x.shape[0], x.shape[1], x.shape[1])), dtype)
 
@@ -44,9 +46,9 @@ def decoder_layer(y: Any, memory: Any, p: Params, config: ConfigLike, self_mask:
     cross_mask broadcast to (B, St, Ss) -> (B, St, d_model).
     """
     c = as_config(config)
-    y = floats("y", y, check_dtype(dtype), (None, None, c.d_model))
+    y = check_positions("y", floats("y", y, check_dtype(dtype), (None, None, c.d_model)))
     B, St, _ = y.shape
-    memory = floats("memory", memory, dtype, (B, None, c.d_model))
+    memory = check_positions("memory", floats("memory", memory, dtype, (B, None, c.d_model)))
     p = float_tree("p", p, decoder_layer_shapes(c), dtype)
     self_mask = check_mask("self_mask", self_mask, (B, St, St))
     cross_mask = check_mask("cross_mask", cross_mask, (B, St, memory.shape[1]))
@@ -82,7 +84,7 @@ def encode(src_ids: Any, params: Params, config: ConfigLike, src_mask: Any = Non
     Shapes: src_ids (B, Ss), src_mask (B, Ss) -> (B, Ss, d_model).
     """
     c, params = _model_inputs(config, params, dtype)
-    src_ids = check_ids("src_ids", src_ids, c.src_vocab_size)
+    src_ids = check_ids("src_ids", src_ids, c.src_vocab_size, min_len=1)
     return _encode(src_ids, params, c, check_padding_mask("src_mask", src_mask, src_ids.shape), dtype)
 
 
@@ -106,9 +108,9 @@ def forward(src_ids: Any, tgt_ids: Any, params: Params, config: ConfigLike, src_
     Shapes: src_ids (B, Ss), tgt_ids (B, St) -> (B, St, tgt_vocab_size).
     """
     c, params = _model_inputs(config, params, dtype)
-    src_ids = check_ids("src_ids", src_ids, c.src_vocab_size)
+    src_ids = check_ids("src_ids", src_ids, c.src_vocab_size, min_len=1)
     src_mask = check_padding_mask("src_mask", src_mask, src_ids.shape)
-    tgt_ids = check_ids("tgt_ids", tgt_ids, c.tgt_vocab_size)
+    tgt_ids = check_ids("tgt_ids", tgt_ids, c.tgt_vocab_size, min_len=1)
     if tgt_ids.shape[0] != src_ids.shape[0]:
         raise ValueError(f"tgt_ids must have batch size {src_ids.shape[0]} like src_ids, got {tgt_ids.shape}")
     tgt_mask = check_padding_mask("tgt_mask", tgt_mask, tgt_ids.shape)
@@ -122,8 +124,8 @@ def _model_inputs(config: ConfigLike, params: Params, dtype: str) -> tuple[Confi
 
 
 def _decoder_inputs(c: Config, tgt_ids: Any, memory: Any, src_mask: Any, tgt_mask: Any, dtype: str) -> tuple:
-    tgt_ids = check_ids("tgt_ids", tgt_ids, c.tgt_vocab_size)
-    memory = floats("memory", memory, dtype, (tgt_ids.shape[0], None, c.d_model))
+    tgt_ids = check_ids("tgt_ids", tgt_ids, c.tgt_vocab_size, min_len=1)
+    memory = check_positions("memory", floats("memory", memory, dtype, (tgt_ids.shape[0], None, c.d_model)))
     src_mask = check_padding_mask("src_mask", src_mask, memory.shape[:2])
     return tgt_ids, memory, src_mask, check_padding_mask("tgt_mask", tgt_mask, tgt_ids.shape)
 
@@ -144,6 +146,7 @@ def _key_padding(pad_mask: np.ndarray | None) -> np.ndarray | None:
 def causal_mask(seq_len: int) -> np.ndarray:
     """mask[i, j] = j <= i: position i may attend to positions up to i (sec. 3.2.3).
     Shapes: -> (seq_len, seq_len) bool."""
+    seq_len = check_int("seq_len", seq_len, minimum=0)
     return np.tril(np.ones((seq_len, seq_len), dtype=bool))
 
 
@@ -182,7 +185,7 @@ def greedy_decode(src_ids: Any, params: Params, config: ConfigLike, max_len: int
     Shapes: src_ids (B, Ss), src_mask (B, Ss) -> (B, L) int64, 1 <= L <= max_len.
     """
     c, params = _model_inputs(config, params, dtype)
-    src_ids = check_ids("src_ids", src_ids, c.src_vocab_size)
+    src_ids = check_ids("src_ids", src_ids, c.src_vocab_size, min_len=1)
     src_mask = check_padding_mask("src_mask", src_mask, src_ids.shape)
     max_len = check_int("max_len", max_len, minimum=1)
     for name, token in (("bos_id", bos_id), ("eos_id", eos_id)):

@@ -8,9 +8,17 @@ outputs) to bfloat16's 8-bit mantissa, round-to-nearest-even (``ml_dtypes``).
 
 Choices: bfloat16 rounds at function boundaries (after each matmul, softmax, norm, ...), not
 after every scalar operation, which is what fused bfloat16 kernels do too.
+
+``perturbed(fn)``: within the block, every value the float64 evaluation stores at those same
+places (its inputs and each function's result) is passed through ``fn``; the tolerance model
+uses it to perturb each of them by a relative u (conformance/TOLERANCES.md).
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 
 import ml_dtypes
 import numpy as np
@@ -23,7 +31,7 @@ _STORAGE = {"float64": np.float64, "float32": np.float32, "float16": np.float16,
 
 def check_dtype(dtype: str) -> str:
     """Return ``dtype`` if it names a supported precision, else raise ValueError."""
-    if dtype not in _COMPUTE:
+    if not isinstance(dtype, str) or dtype not in _COMPUTE:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return dtype
 
@@ -34,22 +42,44 @@ def unit_roundoff(dtype: str) -> float:
     return float(ml_dtypes.finfo(_STORAGE[check_dtype(dtype)]).eps) / 2
 
 
+_PERTURBATION: contextvars.ContextVar[Callable[[np.ndarray], np.ndarray] | None] = contextvars.ContextVar(
+    "perturbation", default=None)
+
+
+@contextlib.contextmanager
+def perturbed(fn: Callable[[np.ndarray], np.ndarray]) -> Iterator[None]:
+    """Within the block, float64 evaluations pass every stored value through ``fn``."""
+    token = _PERTURBATION.set(fn)
+    try:
+        yield
+    finally:
+        _PERTURBATION.reset(token)
+
+
 def rounded(x: np.ndarray, dtype: str) -> np.ndarray:
     """x held in the compute dtype of ``dtype``, every value rounded to its storage format."""
     with np.errstate(over="ignore"):  # out-of-range values become +-inf, as in the dtype
         x = np.asarray(x, dtype=_COMPUTE[dtype])
         if dtype == "bfloat16":
             return x.astype(ml_dtypes.bfloat16).astype(np.float32)
+    if dtype == "float64" and (perturb := _PERTURBATION.get()) is not None:
+        return perturb(x)
     return x
 
 
-def as_float(name: str, a: object, dtype: str) -> np.ndarray:
-    """Convert a real-valued input at the boundary; reject NaN (ValueError naming ``name``)."""
-    arr = np.asarray(a)
+def as_float(name: str, a: object, dtype: str, *, neg_inf: bool = False) -> np.ndarray:
+    """Convert a real-valued input at the boundary; reject NaN and infinities (-inf is allowed
+    with ``neg_inf``: softmax's masked entries) with a ValueError naming ``name``."""
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:  # e.g. a ragged nested list
+        raise ValueError(f"{name} is not an array: {exc}") from None
     if arr.dtype == ml_dtypes.bfloat16:
         arr = arr.astype(np.float32)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ValueError(f"{name} must be a real floating array, got dtype {arr.dtype}")
+    if np.isposinf(arr).any() or (not neg_inf and np.isneginf(arr).any()):  # before rounding: the input's own
+        raise ValueError(f"{name} contains {'+inf' if np.isposinf(arr).any() else '-inf'}")
     arr = rounded(arr, dtype)
     if np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN")

@@ -1,0 +1,97 @@
+"""encode, decode and forward against the reference; outputs at padded query positions are
+unspecified by the contract and not compared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import reference
+from conformance.differential._compare import MODEL_SHARE, REALISTIC, realistic_params, compare, examples
+from conformance.strategies import arrays, configs, padding_masks, params, token_ids
+from conformance.tolerances import min_d_model, query_positions
+
+
+@st.composite
+def model_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, max_seq: int = 8) -> dict[str, Any]:
+    """A drawn config (0 to 2 layers per stack, every variant) with its params, source and
+    target ids of lengths 1 to ``max_seq``, padding masks (or None) and a unit-scale memory."""
+    config = draw(configs().filter(lambda c: c["d_model"] >= min_d_model))
+    batch, s_s, s_t = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), draw(st.integers(1, max_seq))
+    return {"config": config, "params": draw(params(config)),
+            "src": draw(token_ids(batch, s_s, config["src_vocab_size"])),
+            "tgt": draw(token_ids(batch, s_t, config["tgt_vocab_size"])),
+            "src_mask": draw(padding_masks(batch, s_s)), "tgt_mask": draw(padding_masks(batch, s_t)),
+            "memory": draw(arrays((batch, s_s, config["d_model"]), scales=(1.0,)))}
+
+
+@pytest.mark.op("encode")
+@examples(MODEL_SHARE)
+@given(data=st.data())
+def test_encode(backend: Any, data: st.DataObject) -> None:
+    """The encoder stack: every output at real (not padded) source positions."""
+    case = data.draw(model_inputs(min_d_model=min_d_model(backend.dtype)), label="case")
+    compare(backend, "encode", case["src"], case["params"], case["config"], src_mask=case["src_mask"],
+            where=query_positions(case["src_mask"]), what="real source positions")
+
+
+@pytest.mark.op("decode")
+@examples(MODEL_SHARE)
+@given(data=st.data())
+def test_decode(backend: Any, data: st.DataObject) -> None:
+    """The decoder stack over a given memory: every output at real target positions."""
+    case = data.draw(model_inputs(min_d_model=min_d_model(backend.dtype)), label="case")
+    compare(backend, "decode", case["tgt"], case["memory"], case["params"], case["config"],
+            src_mask=case["src_mask"], tgt_mask=case["tgt_mask"],
+            where=query_positions(case["tgt_mask"]), what="real target positions")
+
+
+@pytest.mark.op("forward")
+@examples(MODEL_SHARE)
+@given(data=st.data())
+def test_forward(backend: Any, data: st.DataObject) -> None:
+    """The logits of the whole model: every logit at real target positions."""
+    case = data.draw(model_inputs(min_d_model=min_d_model(backend.dtype)), label="case")
+    compare(backend, "forward", case["src"], case["tgt"], case["params"], case["config"],
+            src_mask=case["src_mask"], tgt_mask=case["tgt_mask"],
+            where=query_positions(case["tgt_mask"]), what="real target positions")
+
+
+def _realistic(seed: int) -> dict[str, Any]:
+    """The REALISTIC config (post-LN) with (2, 5) source and (2, 4) target ids, the second
+    row of each padded."""
+    rng = np.random.default_rng(seed)
+    return {"config": REALISTIC, "params": realistic_params(seed),
+            "src": rng.integers(0, 1000, (2, 5)), "tgt": rng.integers(0, 1000, (2, 4)),
+            "src_mask": np.arange(5) < np.array([[5], [3]]), "tgt_mask": np.arange(4) < np.array([[4], [2]]),
+            "memory": rng.normal(0.0, 1.0, (2, 5, 512))}
+
+
+@pytest.mark.op("encode")
+def test_encode_realistic(backend: Any) -> None:
+    """d_model 512, 8 heads, one layer: every output at real source positions."""
+    case = _realistic(0)
+    compare(backend, "encode", case["src"], case["params"], case["config"], src_mask=case["src_mask"],
+            where=query_positions(case["src_mask"]), what="real source positions")
+
+
+@pytest.mark.op("decode")
+def test_decode_realistic(backend: Any) -> None:
+    """d_model 512, 8 heads, one layer: every output at real target positions."""
+    case = _realistic(1)
+    compare(backend, "decode", case["tgt"], case["memory"], case["params"], case["config"],
+            src_mask=case["src_mask"], tgt_mask=case["tgt_mask"],
+            where=query_positions(case["tgt_mask"]), what="real target positions")
+
+
+@pytest.mark.op("forward")
+def test_forward_realistic(backend: Any) -> None:
+    """d_model 512, 8 heads, 1 + 1 layers, vocabulary 1000: every logit at real target positions."""
+    case = _realistic(2)
+    compare(backend, "forward", case["src"], case["tgt"], case["params"], case["config"],
+            src_mask=case["src_mask"], tgt_mask=case["tgt_mask"],
+            where=query_positions(case["tgt_mask"]), what="real target positions")

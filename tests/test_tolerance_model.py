@@ -1,0 +1,240 @@
+"""The tolerance model (conformance/tolerances.py, derivation in conformance/TOLERANCES.md):
+
+(a) correct backends pass at every dtype (torch float64/float32/bfloat16/float16, numpy
+    float32/float16/bfloat16) on a few hundred seeded random cases of every op, large logits
+    and deep configs included (the many-thousand-case measurement is
+    conformance/bench_tolerances.py);
+(b) a backend that computes in float32 while claiming float64 fails on every op, by orders
+    of magnitude;
+and the machinery: staged measuring reaches the full rule's verdict, fully masked rows get a
+zero tolerance, greedy decoding tells a near-tie divergence from a wrong token.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+
+import reference
+from backends.numpy_backend import NumpyBackend
+from backends.registry import load_backend
+from conformance import tolerances
+from conformance.bench_tolerances import GENERATORS, Case, case_d_model, expected_for, random_case, worst_ratio
+from conformance.differential._compare import compare, compare_greedy
+from conformance.tolerances import expected, min_d_model, rounded_inputs
+from tests.mutants.precision import Float32Inside
+
+OPS = list(GENERATORS)
+CORRECT = [("torch", "float64"), ("torch", "float32"), ("torch", "bfloat16"), ("torch", "float16"),
+           ("numpy", "float32"), ("numpy", "float16"), ("numpy", "bfloat16")]
+CASES_PER_OP = 4
+"""Seeded small cases per op and correct backend (plus one deep one): 7 x 13 x 5 = 455 in all."""
+
+LIAR_GAP = 1e4
+"""The float32-inside-float64 liar must exceed its tolerance at least this many times over."""
+
+
+def _rng(*key: object) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _cases(op: str, dtype: str, count: int, *, deep: int = 0) -> list[Case]:
+    """Seeded random cases the differential tests could draw at ``dtype`` (d_model >=
+    min_d_model for the composite ops)."""
+    rng, cases = _rng(op, dtype), []
+    while len(cases) < count + deep:
+        case = random_case(op, rng, deep=len(cases) >= count)
+        if (case_d_model(case) or 99) >= min_d_model(dtype):
+            cases.append(case)
+    return cases
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[tuple[str, str], Any]:
+    return {(spec, dtype): load_backend(spec, dtype=dtype) for spec, dtype in CORRECT}
+
+
+# -- (a) no false alarms ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize(("spec", "dtype"), CORRECT, ids=[f"{s}-{d}" for s, d in CORRECT])
+def test_correct_backend_passes(loaded: dict, spec: str, dtype: str, op: str) -> None:
+    """Every case passes the differential comparison (the staged check of the tests)."""
+    backend = loaded[(spec, dtype)]
+    for case in _cases(op, dtype, CASES_PER_OP, deep=1):
+        compare(backend, case.op, *case.args, row_axis=case.axis, where=case.where, **case.kwargs)
+
+
+# -- (b) float32 inside a "float64" backend ---------------------------------------------------
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("inner", ["numpy", "torch"])
+def test_float32_inside_float64_fails_by_orders_of_magnitude(inner: str, op: str) -> None:
+    """The liar fails every informative case of every op (one whose float64 result float32
+    cannot even hold: |fl32(ref) - ref| > tol somewhere), with a median excess of at least
+    LIAR_GAP. Uninformative cases (one key: weights exactly 1) say nothing about precision."""
+    liar, ratios = Float32Inside(load_backend(inner, dtype="float32")), []
+    for case in _cases(op, "float64", 5):
+        prepared = expected_for(case, "float64")
+        value, tol = prepared[2].value, prepared[2].tol
+        held = np.abs(value.astype(np.float32).astype(np.float64) - value) > tol
+        if case.where is not None:
+            held &= np.broadcast_to(case.where, held.shape)
+        if held.any():
+            ratios.append(worst_ratio(liar, case, prepared))
+    assert len(ratios) >= 3 and min(ratios) > 1 and np.median(ratios) > LIAR_GAP, f"{op}: liar's error/tolerance {ratios}"
+
+
+def test_liar_failure_names_the_op_and_the_excess() -> None:
+    liar = Float32Inside(load_backend("numpy", dtype="float32"))
+    x = _rng("liar-message").normal(0.0, 1.0, (2, 3, 8))
+    with pytest.raises(AssertionError, match=r"numpy-float32-inside\[float64, cpu\]\.layer_norm: out\[.*x over"):
+        compare(liar, "layer_norm", x, np.ones(8), np.zeros(8), 1e-5)
+
+
+# -- the rule's machinery ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", reference.DTYPES)
+@pytest.mark.parametrize("op", ["softmax", "layer_norm", "attention", "multi_head_attention", "forward"])
+def test_staged_measuring_reaches_the_full_rules_verdict(op: str, dtype: str) -> None:
+    """For results moved off the reference by growing amounts, the staged check accepts
+    exactly when the full rule (every stage measured) does."""
+    for case in _cases(op, dtype, 3):
+        args, kwargs, full = expected_for(case, dtype)
+        direction = _rng(op, dtype, "direction").uniform(-1.0, 1.0, full.value.shape)
+        for step in (0.0, 0.05, 0.3, 0.8, 1.2, 3.0):
+            actual = full.value + step * full.tol * direction
+            staged = expected(case.op, args, kwargs, dtype=dtype, axis=case.axis, actual=actual, where=case.where)
+            inside = np.abs(actual - full.value) <= full.tol
+            if case.where is not None:
+                inside |= ~np.broadcast_to(case.where, inside.shape)
+            assert tolerances._accepts(actual, full.value, staged.tol, case.where) == bool(inside.all())
+            assert np.all(staged.tol <= full.tol + 1e-300)
+
+
+def test_tolerance_is_constant_along_the_row_axis_and_zero_on_fully_masked_rows() -> None:
+    rng = _rng("rows")
+    q, k = rng.normal(0.0, 3.0, (2, 4, 8)), rng.normal(0.0, 3.0, (2, 5, 8))
+    mask = rng.random((2, 4, 5)) < 0.7
+    mask[1, 2] = False
+    want = expected("attention_weights", [q, k], {"mask": mask}, dtype="float32")
+    assert np.all(want.tol == want.tol[..., :1])
+    assert np.all(want.tol[1, 2] == 0.0) and np.all(want.tol[0, 0] > 0.0)
+    x = rng.normal(0.0, 1.0, (3, 4, 5))
+    along = expected("softmax", [x], {"axis": 1}, dtype="bfloat16", axis=1)
+    assert np.all(along.tol == along.tol[:, :1, :])
+
+
+def test_float64_tolerance_is_float64_sized() -> None:
+    """float64 errors are measured at float32 and scaled by 2^-29 * sqrt(n): far below any
+    float32 error, far above float64's own."""
+    rng = _rng("float64")
+    x, p = rng.normal(0.0, 1.0, (2, 5, 16)), reference.init_params(
+        {"d_model": 16, "num_heads": 2, "d_ff": 32, "num_encoder_layers": 1, "num_decoder_layers": 0,
+         "src_vocab_size": 3, "tgt_vocab_size": 3}, 0)["encoder"][0]["ffn"]
+    f64, f32 = (expected("feed_forward", [x, p], dtype=d) for d in ("float64", "float32"))
+    ratio = float(np.max(f64.tol / f32.tol))
+    assert 2.0**-29 <= ratio <= 2.0**-29 * 4 * np.sqrt(32), ratio
+    assert np.max(f64.tol / np.abs(f64.value).max()) > 16 * 2.0**-53
+
+
+def test_measuring_leaves_the_reference_unperturbed() -> None:
+    """The perturbation hook is active only inside the tolerance's re-evaluations."""
+    x = _rng("hook").normal(0.0, 1.0, (2, 3, 8))
+    before = reference.softmax(x)
+    expected("softmax", [x], dtype="float16")
+    np.testing.assert_array_equal(reference.softmax(x), before)
+
+
+def test_rounded_inputs_are_exact_in_the_dtype() -> None:
+    import ml_dtypes
+
+    tree = {"a": _rng("round").normal(0.0, 10.0, (4, 4)), "ids": np.arange(3), "mask": np.ones(2, bool), "eps": 1e-5}
+    for dtype, numpy_dtype in [("float32", np.float32), ("float16", np.float16), ("bfloat16", ml_dtypes.bfloat16)]:
+        held = rounded_inputs(tree, dtype)
+        assert held["a"].dtype == np.float64
+        np.testing.assert_array_equal(held["a"].astype(numpy_dtype).astype(np.float64), held["a"])
+        np.testing.assert_array_equal(rounded_inputs(held, dtype)["a"], held["a"])
+        assert held["ids"] is tree["ids"] and held["mask"] is tree["mask"] and held["eps"] == 1e-5
+
+
+def test_min_d_model() -> None:
+    assert [min_d_model(d) for d in reference.DTYPES] == [2, 2, 4, 4]
+
+
+# -- greedy decoding --------------------------------------------------------------------------
+
+GREEDY_CONFIG = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                 "src_vocab_size": 7, "tgt_vocab_size": 6}
+
+
+class _Greedy(NumpyBackend):
+    """The float64 reference, except greedy decoding picks ``pick(logits)`` and, with
+    ``fill_eos`` False, keeps decoding after eos."""
+
+    def __init__(self, pick: Any, fill_eos: bool = True) -> None:
+        super().__init__("greedy-variant", "float64")
+        self.pick, self.fill_eos = pick, fill_eos
+
+    def greedy_decode(self, src_ids: np.ndarray, params: Any, config: Any, max_len: int, bos_id: int, eos_id: int,
+                      src_mask: np.ndarray | None = None) -> np.ndarray:
+        ys = np.full((src_ids.shape[0], 1), bos_id, dtype=np.int64)
+        done = np.zeros(src_ids.shape[0], dtype=bool)
+        while ys.shape[1] < max_len and not done.all():
+            logits = reference.forward(src_ids, ys, params, config, src_mask)[:, -1]
+            token = np.array([self.pick(row) for row in logits])
+            token = np.where(done & self.fill_eos, eos_id, token)
+            ys = np.concatenate([ys, token[:, None]], axis=1)
+            done |= token == eos_id
+        return ys
+
+
+def _tied_params(tie: bool) -> dict[str, Any]:
+    """Tokens 1 and 2 get the same, dominant logit at every step when ``tie`` (identical
+    generator columns and biases); else token 2's bias is lower by 0.5."""
+    params = reference.init_params(GREEDY_CONFIG, 0)
+    w, b = params["generator"]["w"], params["generator"]["b"]
+    w[:, 2], b[1], b[2] = w[:, 1], 50.0, 50.0 if tie else 49.5
+    return params
+
+
+SRC = np.array([[1, 2, 3, 4], [4, 3, 2, 1]])
+
+
+def test_greedy_divergence_at_an_exact_tie_is_noted_not_failed() -> None:
+    last_of_the_tied = _Greedy(lambda row: len(row) - 1 - int(np.argmax(row[::-1])))
+    notes = compare_greedy(last_of_the_tied, SRC, _tied_params(True), GREEDY_CONFIG, 5, 0, 5)
+    assert len(notes) == 2 and all("near-tie at step 1" in n for n in notes), notes
+
+
+def test_greedy_wrong_token_fails_with_the_margin() -> None:
+    second_best = _Greedy(lambda row: int(np.argsort(row)[-2]))
+    with pytest.raises(AssertionError, match=r"row 0 step 1: token 2 but should be 1 .*margin 0\.5 exceeds"):
+        compare_greedy(second_best, SRC, _tied_params(False), GREEDY_CONFIG, 5, 0, 5)
+
+
+def test_greedy_tokens_after_eos_must_be_eos() -> None:
+    """A backend that writes another token after a row's eos fails, naming the rule."""
+    for seed in range(100):                      # a case where one row ends early, another goes on
+        params, src = reference.init_params(GREEDY_CONFIG, seed), _rng("eos", seed).integers(0, 7, (3, 4))
+        want = reference.greedy_decode(src, params, GREEDY_CONFIG, 6, 0, 3)
+        rows, steps = np.nonzero(want[:, 1:-1] == 3)
+        if rows.size:
+            break
+    row, step = int(rows[0]), int(steps[0]) + 2                              # the column after eos
+    liar = NumpyBackend("eos-then-more", "float64")
+    broken = want.copy()
+    broken[row, step] = (3 + 1) % GREEDY_CONFIG["tgt_vocab_size"]
+    liar.greedy_decode = lambda *args, **kwargs: broken
+    with pytest.raises(AssertionError, match=f"row {row} step {step}: .*emitted eos"):
+        compare_greedy(liar, src, params, GREEDY_CONFIG, 6, 0, 3)
+
+
+def test_greedy_agreeing_backend_has_no_notes() -> None:
+    assert compare_greedy(load_backend("numpy", dtype="float64"), SRC, _tied_params(False), GREEDY_CONFIG, 5, 0, 5) == []
