@@ -2,12 +2,13 @@
 
 An adapter, not an implementation: each call takes the ``torch.nn`` module that does the op
 (built once per shape and kept in a small cache), loads our parameters into it (the mapping
-functions below; ``load_state_dict(strict=True)`` proves every weight is set), puts it in eval mode and calls it under ``torch.no_grad()``, the
-way inference code runs. That is what makes torch take its *fast paths*
-(``torch._native_multi_head_attention``, ``torch._transformer_encoder_layer_fwd``, nested
-tensors for padded encoder input). ``torch-nn-slowpath`` runs the same modules with
-``torch.backends.mha.set_fastpath_enabled(False)`` (restored after each op), so a difference
-between the two backends in the report is a difference between torch's two code paths.
+functions below; ``load_state_dict(strict=True)`` proves every weight is set), puts it in eval
+mode and calls it under ``torch.no_grad()``, the way inference code runs. That is what makes
+torch take its *fast paths* (``torch._native_multi_head_attention``,
+``torch._transformer_encoder_layer_fwd``, nested tensors for padded encoder input).
+``torch-nn-slowpath`` runs the same modules with ``torch.backends.mha.set_fastpath_enabled(False)``
+(restored after each op), so a difference between the two backends in the report is a
+difference between torch's two code paths.
 
 | op | torch.nn |
 |---|---|
@@ -172,7 +173,9 @@ def build_transformer(params: Params, config: Config, *, dtype: torch.dtype, dev
 # -- masks: contract (True = may attend) -> torch.nn (True = masked out) ------------------------
 
 
-def nn_masks(mask: Tensor | None, batch: int, s_q: int, s_k: int, num_heads: int) -> tuple[Tensor | None, Tensor | None]:
+def nn_masks(
+    mask: Tensor | None, batch: int, s_q: int, s_k: int, num_heads: int
+) -> tuple[Tensor | None, Tensor | None]:
     """``(attn_mask, key_padding_mask)`` for torch.nn from a contract mask broadcasting to
     ``(B, Sq, Sk)``: ``(B, 1, Sk)`` -> key_padding_mask ``(B, Sk)``; ``(Sq, Sk)``-broadcastable
     -> attn_mask ``(Sq, Sk)``; otherwise attn_mask ``(B * h, Sq, Sk)``. Both inverted.

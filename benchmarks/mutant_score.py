@@ -39,12 +39,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from conformance.report import FAILING  # noqa: E402
 from tests.mutants import catalog  # noqa: E402
 
 PLUGIN = "tests.mutants.first_failure"
 FOLDER_VARIABLE = "MUTANT_SCORE_FIRST_FAILURES"
 KINDS = ("property", "differential")
-FAILING = {"fail", "crashed", "timeout"}
 CI_BUDGET = 100
 
 

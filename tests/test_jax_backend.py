@@ -170,7 +170,8 @@ def test_elementary_ops(jax64: jax_backend.JaxBackend, rng: np.random.Generator)
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "random"])
 def test_attention(jax64: jax_backend.JaxBackend, rng: np.random.Generator, mask_kind: str) -> None:
     q, k, v = rng.normal(size=(B, 4, 3)), rng.normal(size=(B, 6, 3)), rng.normal(size=(B, 6, 5))
-    mask = {"none": None, "causal": np.tril(np.ones((4, 6), dtype=bool)), "random": random_mask(rng, (B, 4, 6))}[mask_kind]
+    mask = {"none": None, "causal": np.tril(np.ones((4, 6), dtype=bool)),
+            "random": random_mask(rng, (B, 4, 6))}[mask_kind]
     assert_matches(jax64, jax64.attention_weights(*native(jax64, [q, k, mask])), ref.attention_weights(q, k, mask),
                    op=f"attention_weights({mask_kind})")
     assert_matches(jax64, jax64.attention(*native(jax64, [q, k, v, mask])), ref.attention(q, k, v, mask),

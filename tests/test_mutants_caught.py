@@ -38,6 +38,7 @@ from backends.registry import load_backend  # noqa: E402
 from backends.torch_backend import TorchBackend  # noqa: E402
 from conformance import cli  # noqa: E402
 from conformance.harness import to_native  # noqa: E402
+from conformance.report import FAILING  # noqa: E402
 from tests.mutants import catalog, model, zoo  # noqa: E402
 
 try:
@@ -46,7 +47,6 @@ except ImportError:  # pragma: no cover - not on Linux/macOS: each worker runs i
     fcntl = None
 
 ROOT = Path(__file__).resolve().parents[1]
-FAILING = {"fail", "crashed", "timeout"}
 MIN_MUTANTS = 35
 GROUP_TIMEOUT_S = 900
 NO_SHRINK_PLUGIN = "tests.mutants.first_failure"

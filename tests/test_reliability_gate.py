@@ -74,7 +74,11 @@ def start_gate(report_dir: Path, names: list[str], *extra: str) -> subprocess.Po
 
 
 def finished(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    out, err = process.communicate(timeout=600)
+    try:
+        out, err = process.communicate(timeout=600)
+    except BaseException:
+        process.kill()  # the gate itself hung: this fails the tests, and leaves nothing running
+        raise
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
