@@ -39,10 +39,13 @@ def deviations_file(backend: str) -> Path:
     return ROOT / "conformance" / "known_deviations" / f"{backend}.toml"
 
 
-def run_gate(backend: str, dtypes: list[str], profile: str, workers: str, report_dir: Path) -> int:
+def run_gate(backend: str, dtypes: list[str], profile: str, workers: str, report_dir: Path,
+             timeout: str | None) -> int:
     """One gate run; returns its exit code (0 pass, 1 fail, 2 usage or set-up error)."""
     command = [sys.executable, "-m", "conformance", "run", "--backend", backend, "--profile", profile,
                "-n", workers, "--report-dir", str(report_dir)]
+    if timeout is not None:
+        command += ["--timeout", timeout]
     for dtype in dtypes:
         command += ["--dtype", dtype]
     if deviations_file(backend).exists():
@@ -66,7 +69,7 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def render(reports: dict[str, dict[str, Any] | None], dtypes: list[str], profile: str) -> str:
+def render(reports: dict[str, dict[str, Any] | None], dtypes: list[str]) -> str:
     """The markdown table (ops x backend/dtype) and the list of deviations, from the reports."""
     columns = [(b, d) for b in reports for d in dtypes]
     status: dict[tuple[str, str, str], str] = {}
@@ -75,20 +78,22 @@ def render(reports: dict[str, dict[str, Any] | None], dtypes: list[str], profile
         if report is None:
             verdicts[backend] = "no report"
             continue
-        verdicts[backend] = f"{report['summary']['verdict']} (exit {report['summary']['exit_code']})"
+        verdicts[backend] = (f"{report['summary']['verdict']} (exit {report['summary']['exit_code']}, "
+                             f"profile {report['settings']['profile']})")
         for result in report["results"]:
             status[(result["op"], result["target"])] = result["status"]
         applied += [(backend, d) for d in report["known_deviations"]["applied"]]
     header = "| op | " + " | ".join(f"{b} {SHORT_DTYPE[d]}" for b, d in columns) + " |"
-    lines = [f"Gate profile `{profile}`; {versions()}.", "", header, "|---" * (len(columns) + 1) + "|"]
+    lines = [f"{versions()}.", "", header, "|---" * (len(columns) + 1) + "|"]
     for op in OPS:
-        cells = [CELL.get(status.get((op, f"{b}-{d}"), "no tests"), "?") for b, d in columns]
+        cells = [CELL.get(status.get((op, f"{b}-{d}"), "no tests"), "?") if reports[b] else "not run"
+                 for b, d in columns]
         lines.append(f"| {op} | " + " | ".join(cells) + " |")
     lines += ["", "Gate verdict with the shipped known-deviations file: "
               + "; ".join(f"`{b}` {v}" for b, v in verdicts.items()) + ".", ""]
     lines += ["Legend: **deviation** = fails, accepted by `conformance/known_deviations/<backend>.toml`; "
               "**FAIL** = fails and not accepted; n/i = not implemented by the adapter; "
-              "- = no test of that op in the suite.", ""]
+              "- = no test of that op in the suite; not run = no report.json for that backend.", ""]
     if applied:
         lines += ["| backend | dtype | op / test | reason | reference |", "|---|---|---|---|---|"]
         for backend, d in applied:
@@ -113,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated (default: %(default)s)")
     parser.add_argument("--profile", default="ci", choices=["dev", "ci", "thorough"])
     parser.add_argument("-n", "--workers", default="auto", help="pytest-xdist workers per gate run")
+    parser.add_argument("--timeout", default=None,
+                        help="per-test timeout in seconds passed to the gate (JAX compiles every new shape: "
+                             "give it more than the profile's default on a small machine)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "library-findings")
     parser.add_argument("--from-reports", action="store_true", help="do not run the gates; render the last reports")
     parser.add_argument("--doc", default=str(ROOT / "docs" / "library-findings.md"),
@@ -123,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     for backend in backends:
         report_dir = args.out_dir / backend
         if not args.from_reports:
-            code = run_gate(backend, dtypes, args.profile, args.workers, report_dir)
+            code = run_gate(backend, dtypes, args.profile, args.workers, report_dir, args.timeout)
             if code == 2:
                 print(f"{backend}: the gate could not run (exit 2); see {report_dir}", file=sys.stderr)
         reports[backend] = load_report(report_dir)
-    table = render(reports, dtypes, args.profile)
+    table = render(reports, dtypes)
     if args.doc == "-":
         print(table)
     else:

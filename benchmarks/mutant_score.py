@@ -23,7 +23,6 @@ finished ones, so an interrupted run can go on.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import shutil
@@ -56,23 +55,28 @@ class Score:
     ops: tuple[str, ...]
     dtype: str
     failed_ops: list[str] = field(default_factory=list)
-    first_failure: dict[str, int] = field(default_factory=dict)  # failing test nodeid -> examples
-    kinds: dict[str, str] = field(default_factory=dict)  # failing test nodeid -> kind
-    fixed: set[str] = field(default_factory=set)  # failing tests that are not Hypothesis tests
+    first_failure: dict[str, int] = field(default_factory=dict)  # failing Hypothesis test -> examples
+    fixed: set[str] = field(default_factory=set)  # failing fixed (non-Hypothesis) tests
+    kinds: dict[str, str] = field(default_factory=dict)  # failing test -> property | differential
     error: str | None = None
 
     def caught_by(self, kind: str) -> bool:
-        return any(k == kind for k in self.kinds.values())
+        return kind in self.kinds.values()
 
     def examples(self, kind: str | None = None) -> int | None:
-        """Examples until the first failure of the fastest failing test (of ``kind``)."""
-        counts = [n for test, n in self.first_failure.items() if kind is None or self.kinds[test] == kind]
+        """Examples until the first failure of the fastest failing Hypothesis test (of ``kind``)."""
+        counts = [n for test, n in self.first_failure.items() if kind in (None, self.kinds[test])]
         return min(counts) if counts else None
 
+    def to_catch(self) -> int | None:
+        """Examples to catch with any test: a failing fixed case counts as one."""
+        return 1 if self.fixed else self.examples()
+
     def fastest(self) -> str | None:
-        if not self.first_failure:
-            return None
-        return min(self.first_failure, key=lambda test: (self.first_failure[test], test))
+        """The failing Hypothesis test with the fewest examples (else a failing fixed test)."""
+        if self.first_failure:
+            return min(self.first_failure, key=lambda test: (self.first_failure[test], test))
+        return min(self.fixed) if self.fixed else None
 
     @property
     def verdict(self) -> str:
@@ -134,14 +138,12 @@ def read_batch(folder: Path, dtype: str, names: list[str]) -> list[Score]:
             for test in result["failures"]:
                 if test.get("known_deviation"):
                     continue
-                record = first.get(test["nodeid"])
-                if record is None:  # a fixed case (or a test that died): one example
-                    score.fixed.add(test["nodeid"])
-                    count = max(1, test["examples"])
+                nodeid, record = test["nodeid"], first.get(test["nodeid"])
+                score.kinds[nodeid] = test["kind"]
+                if record is None:  # a fixed case (or a Hypothesis test that died before reporting)
+                    score.fixed.add(nodeid)
                 else:
-                    count = record["first_failure"] or max(1, record["calls"])
-                score.first_failure[test["nodeid"]] = count
-                score.kinds[test["nodeid"]] = test["kind"]
+                    score.first_failure[nodeid] = record["first_failure"] or max(1, record["calls"])
         scores.append(score)
     return scores
 
@@ -152,36 +154,41 @@ def _median(values: list[int]) -> str:
     return f"{statistics.median(values):g}" if values else "-"
 
 
+def _worst(values: list[int]) -> str:
+    return str(max(values)) if values else "-"
+
+
 def _cell(score: Score, kind: str) -> str:
     n = score.examples(kind)
-    if n is None:
-        return "-"
-    fixed = all(t in score.fixed for t, k in score.kinds.items() if k == kind and score.first_failure[t] == n)
-    return f"{n} (fixed case)" if fixed else str(n)
+    return "-" if n is None else str(n)
 
 
-def _short(nodeid: str) -> str:
+def _short(nodeid: str, score: Score) -> str:
+    """``file.py::test`` plus the parameters beyond the target, e.g. ``[post_ln]``."""
     path, _, test = nodeid.partition("::")
-    return f"{path.rsplit('/', 1)[-1]}::{test.split('[', 1)[0]}"
+    function, _, params = test.partition("[")
+    extra = params.rstrip("]").removeprefix(f"{score.name}-{score.dtype}").lstrip("-")
+    return f"{path.rsplit('/', 1)[-1]}::{function}" + (f"[{extra}]" if extra else "")
 
 
 def summary(scores: list[Score]) -> dict[str, Any]:
-    total = len(scores)
-    caught = [s for s in scores if s.first_failure]
     by = {kind: [s for s in scores if s.caught_by(kind)] for kind in KINDS}
-    overall = [s.examples() for s in caught]
+    hypothesis = [s.examples() for s in scores if s.examples() is not None]
+    any_test = [s.to_catch() for s in scores if s.to_catch() is not None]
     return {
-        "mutants": total, "caught": len(caught),
+        "mutants": len(scores), "caught": len(any_test),
         "property": len(by["property"]), "differential": len(by["differential"]),
         "both": sum(s.verdict == "both" for s in scores),
         "property_only": sum(s.verdict == "property" for s in scores),
         "differential_only": sum(s.verdict == "differential" for s in scores),
-        "not_caught": [s.name for s in scores if not s.first_failure],
-        "median": _median(overall), "worst": max(overall) if overall else None,
+        "fixed_only": [s.name for s in scores if s.fixed and not s.first_failure],
+        "not_caught": [s.name for s in scores if s.to_catch() is None],
+        "median": _median(any_test), "worst": _worst(any_test),
+        "median_hypothesis": _median(hypothesis), "worst_hypothesis": _worst(hypothesis),
         "median_property": _median([s.examples("property") for s in by["property"]]),
-        "worst_property": max((s.examples("property") for s in by["property"]), default=None),
-        "median_differential": _median([s.examples("differential") for s in by["differential"]]),
-        "worst_differential": max((s.examples("differential") for s in by["differential"]), default=None),
+        "worst_property": _worst([s.examples("property") for s in by["property"]]),
+        "median_differential": _median([n for s in by["differential"] if (n := s.examples("differential"))]),
+        "worst_differential": _worst([n for s in by["differential"] if (n := s.examples("differential"))]),
         "ops_not_failing": {s.name: sorted(set(s.ops) - set(s.failed_ops)) for s in scores
                             if set(s.ops) - set(s.failed_ops)},
     }
@@ -197,14 +204,15 @@ def markdown(scores: list[Score], stats: dict[str, Any], wall_s: float, command:
     lines = [
         "# Mutation score of the conformance suite",
         "",
-        f"Generated by `{command}` on {_dt.date.today().isoformat()} ({versions}); do not edit by hand.",
+        f"Generated by `{command}` ({versions}); do not edit by hand.",
         "",
         "Each mutant (tests/mutants/catalog.py: `zoo.py` and `model.py`) is the torch backend with one",
         "realistic bug. Every mutant ran through the whole gate: both suites, every op, the `ci` profile",
         f"(derandomized, at most {CI_BUDGET} examples per test), at its dtype. *Examples to first failure*",
-        "counts the examples a failing test ran up to and including its first failing one, with the",
-        "profile's generation unchanged and shrinking off (tests/mutants/first_failure.py); a fixed",
-        "(non-Hypothesis) test counts as 1. A mutant's number is the smallest over its failing tests.",
+        "counts the examples a failing Hypothesis test ran up to and including its first failing one, with",
+        "the profile's generation unchanged and shrinking off (tests/mutants/first_failure.py). A",
+        "mutant's number is the smallest over its failing Hypothesis tests; the differential suite also",
+        "has fixed realistic-size cases (one example each), listed separately.",
         "",
         "## Scores",
         "",
@@ -217,10 +225,15 @@ def markdown(scores: list[Score], stats: dict[str, Any], wall_s: float, command:
         f"**{_percent(stats['differential'], total)}** |",
         f"| caught by both / properties only / differential only | {stats['both']} / {stats['property_only']} / "
         f"{stats['differential_only']} |",
-        f"| examples to catch, median / worst (fastest test, either suite) | {stats['median']} / {stats['worst']} |",
+        f"| caught only by a fixed realistic case | {len(stats['fixed_only'])}"
+        + (f" ({', '.join(stats['fixed_only'])})" if stats["fixed_only"] else "") + " |",
+        f"| Hypothesis examples to catch, median / worst (fastest Hypothesis test, either suite) | "
+        f"{stats['median_hypothesis']} / {stats['worst_hypothesis']} |",
+        f"| examples to catch counting a failing fixed case as 1, median / worst | {stats['median']} / "
+        f"{stats['worst']} |",
         f"| examples to catch by properties, median / worst | {stats['median_property']} / "
         f"{stats['worst_property']} |",
-        f"| examples to catch by differential tests, median / worst | {stats['median_differential']} / "
+        f"| examples to catch by differential Hypothesis tests, median / worst | {stats['median_differential']} / "
         f"{stats['worst_differential']} |",
         f"| wall time of this run | {wall_s / 60:.1f} min |",
         "",
@@ -233,21 +246,22 @@ def markdown(scores: list[Score], stats: dict[str, Any], wall_s: float, command:
     lines += [
         "## Mutants",
         "",
-        "`op(s)`: where the bug lives (tests/test_mutants_caught.py requires each to fail). Examples columns:",
-        "to the first failure of the fastest failing property / differential test.",
+        "`op(s)`: where the bug lives (tests/test_mutants_caught.py requires each to fail). *property* /",
+        "*differential*: examples to the first failure of the fastest failing Hypothesis test of that suite;",
+        "*fixed*: how many fixed realistic-size differential cases fail.",
         "",
-        "| mutant | op(s) | bug | caught by | examples: property | examples: differential | first to fail |",
-        "|---|---|---|---|---|---|---|",
+        "| mutant | op(s) | bug | caught by | property | differential | fixed | first to fail |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in scores:
         dtype = "" if s.dtype == "float64" else f" ({s.dtype})"
         fastest = s.fastest()
         lines.append(f"| `{s.name}`{dtype} | {', '.join(s.ops)} | {catalog.bug(s.name)} | {s.verdict} | "
-                     f"{_cell(s, 'property')} | {_cell(s, 'differential')} | "
-                     f"{'`' + _short(fastest) + '`' if fastest else (s.error or '-')} |")
-    lines += ["", "## Failing tests per mutant", ""]
+                     f"{_cell(s, 'property')} | {_cell(s, 'differential')} | {len(s.fixed) or '-'} | "
+                     f"{'`' + _short(fastest, s) + '`' if fastest else (s.error or '-')} |")
+    lines += ["", "## Failing Hypothesis tests per mutant (examples to first failure)", ""]
     for s in scores:
-        tests = ", ".join(f"`{_short(t)}` {n}" for t, n in sorted(s.first_failure.items(), key=lambda kv: kv[1]))
+        tests = ", ".join(f"`{_short(t, s)}` {n}" for t, n in sorted(s.first_failure.items(), key=lambda kv: kv[1]))
         lines.append(f"- `{s.name}`: {tests or '-'}")
     return "\n".join(lines) + "\n"
 
@@ -286,8 +300,9 @@ def main() -> int:
     command = "python benchmarks/mutant_score.py" + (" --only " + " ".join(args.only) if args.only else "")
     args.score.write_text(markdown(scores, stats, wall, command), encoding="utf-8")
     print(f"\nmutants {stats['mutants']}, caught {stats['caught']}; property score {stats['property']}, "
-          f"differential score {stats['differential']}; examples to catch: median {stats['median']}, "
-          f"worst {stats['worst']}; not caught: {stats['not_caught'] or 'none'}; wrote {args.score}")
+          f"differential score {stats['differential']}; Hypothesis examples to catch: median "
+          f"{stats['median_hypothesis']}, worst {stats['worst_hypothesis']}; not caught: "
+          f"{stats['not_caught'] or 'none'}; wrote {args.score}")
     return 0 if not stats["not_caught"] else 1
 
 

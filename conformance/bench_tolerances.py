@@ -70,9 +70,14 @@ def _padding_mask(rng: np.random.Generator, batch: int, seq_len: int) -> np.ndar
     return mask
 
 
+FORCED_D_MODEL: int | None = None
+"""If set (``--d-model``), every config gets this d_model: to measure one width on its own."""
+
+
 def random_config(rng: np.random.Generator, *, deep: bool = False) -> dict[str, Any]:
     """A valid config: small (d_model <= 16, <= 2 layers) or deep (d_model <= 128, <= 6 layers)."""
     d_model = 2 * int(rng.integers(1, (64 if deep else 8) + 1))
+    d_model = FORCED_D_MODEL or d_model
     heads = [h for h in range(1, 9 if deep else 5) if d_model % h == 0]
     max_layers = 6 if deep else 2
     config = {
@@ -241,6 +246,16 @@ def worst_ratio(backend: Any, case: Case, prepared: tuple[list, dict, Any] | Non
     return float(ratio.max()) if ratio.size else 0.0
 
 
+def informative(case: Case, want: Any) -> bool:
+    """Whether float32 cannot even hold the float64 result within its tolerance somewhere
+    (|fl32(ref) - ref| > tol at a compared position): only such a case can reveal a float32
+    computation. A softmax over one key (weights exactly 1) cannot."""
+    held = np.abs(want.value.astype(np.float32).astype(np.float64) - want.value) > want.tol
+    if case.where is not None:
+        held &= np.broadcast_to(case.where, held.shape)
+    return bool(held.any())
+
+
 def backends(names: list[str]) -> dict[str, Any]:
     """name -> backend, for ``torch-float32``-style names and the liars ``liar-numpy``/``liar-torch``."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -258,11 +273,13 @@ CORRECT = ["torch-float64", "torch-float32", "torch-bfloat16", "torch-float16",
 LIARS = ["liar-numpy", "liar-torch"]
 
 
-def _run(job: tuple[str, str, int, int, list[str]]) -> list[str]:
+def _run(job: tuple[str, str, int, int, list[str], int | None]) -> list[str]:
     """One op and kind: every backend on the same random cases (the Expected computed once per
     dtype); the table's lines. Half-precision cases with d_model below tolerances.min_d_model
     are not drawn by the tests; they are measured on their own line."""
-    op, kind, count, seed, names = job
+    op, kind, count, seed, names, forced = job
+    global FORCED_D_MODEL  # noqa: PLW0603 - a worker process's setting for this job
+    FORCED_D_MODEL = forced
     chosen = backends(names)
     rng = np.random.default_rng([seed, len(op), sum(map(ord, op)), kind == "deep"])
     cases = [random_case(op, rng, deep=kind == "deep") for _ in range(count)]
@@ -272,10 +289,13 @@ def _run(job: tuple[str, str, int, int, list[str]]) -> list[str]:
         prepared: dict[str, Any] = {}
         for name, backend in chosen.items():
             d_model = case_d_model(case)
-            label = name if d_model is None or d_model >= min_d_model(backend.dtype) else f"{name} d_model=2"
+            label = name if d_model is None or d_model >= min_d_model(backend.dtype) else f"{name} d_model={d_model}"
             if backend.dtype not in prepared:
                 prepared[backend.dtype] = expected_for(case, backend.dtype)
-            ratios.setdefault(label, []).append(worst_ratio(backend, case, prepared[backend.dtype]))
+            ratio = worst_ratio(backend, case, prepared[backend.dtype])
+            ratios.setdefault(label, []).append(ratio)
+            if name in LIARS and informative(case, prepared[backend.dtype][2]):
+                ratios.setdefault(f"{name} informative", []).append(ratio)
     seconds = time.perf_counter() - seconds
     lines = []
     for label, values in ratios.items():
@@ -294,10 +314,11 @@ def main() -> None:
     parser.add_argument("--backends", nargs="*", default=CORRECT + LIARS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--d-model", type=int, default=None, help="force this d_model in every config")
     parsed = parser.parse_args()
     deep = max(1, parsed.cases // 8) if parsed.deep is None else parsed.deep
-    jobs = [(op, kind, parsed.cases if kind == "small" else deep, parsed.seed, parsed.backends)
-            for op in parsed.ops for kind in ("small", "deep")]
+    jobs = [(op, kind, parsed.cases if kind == "small" else deep, parsed.seed, parsed.backends, parsed.d_model)
+            for op in parsed.ops for kind in ("small", "deep") if kind == "small" or deep]
     print(f"rule: {tolerances.describe()}")
     print(f"{'op':21s} {'kind':5s} {'backend':24s} {'cases':>6s} {'alarms':>6s} {'worst':>9s} {'p99':>9s} "
           f"{'median':>9s} {'min':>9s}", flush=True)

@@ -122,7 +122,8 @@ def expected(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None = Non
     if _accepts(actual, value, floor, where):
         return Expected(value, floor)
     measured_at = PROXY.get(dtype, dtype)
-    u, scale = reference.unit_roundoff(measured_at), reference.unit_roundoff(dtype) / reference.unit_roundoff(measured_at)
+    u = reference.unit_roundoff(measured_at)
+    scale = reference.unit_roundoff(dtype) / u
     if dtype in PROXY:
         scale *= np.sqrt(longest_axis([args, kwargs]))
     with np.errstate(all="ignore"):
@@ -207,4 +208,5 @@ def margin_tolerance(logits_tol: np.ndarray) -> float:
 def describe() -> str:
     """The rule in one line, for reports."""
     return (f"tol = {FACTOR:g} * max(E_base, E_pert)_row + {FLOOR:g} * u * max|ref|_row "
-            f"(E_pert: max over {DRAWS} perturbed re-evaluations; float64 measured at float32, scaled by 2^-29 sqrt(n))")
+            f"(E_pert: max over {DRAWS} perturbed re-evaluations; float64 measured at float32, "
+            "scaled by 2^-29 sqrt(n))")

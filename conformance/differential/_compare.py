@@ -42,11 +42,11 @@ dozen ops per call), and the whole model (encode, decode, forward, greedy decodi
 
 
 def examples(share: float) -> settings:
-    """Settings running ``share`` of the active profile's max_examples (at least 10): ci 100 /
-    20 / 10, thorough 1000 / 200 / 100 (the property suite's shares). A model-level example costs ~40 ms (the reference, the
-    backend and the harness' checks), an elementary op's ~3 ms, so equal counts would spend
-    the ci budget on the model. Applied at import (collection) time, after the profile is
-    loaded."""
+    """Settings running ``share`` of the active profile's max_examples (at least 10): ci
+    100 / 20 / 10, thorough 1000 / 200 / 100 (the property suite's shares). A model-level
+    example costs ~40 ms (the reference, the backend and the harness' checks), an elementary
+    op's ~3 ms, so equal counts would spend the ci budget on the model. Applied at import
+    (collection) time, after the profile is loaded."""
     return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)))
 
 

@@ -25,7 +25,8 @@ def masks(draw: st.DrawFn, batch: int, s_q: int, s_k: int) -> np.ndarray | None:
 
 
 @st.composite
-def encoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, max_seq: int = 8) -> dict[str, Any]:
+def encoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3,
+                         max_seq: int = 8) -> dict[str, Any]:
     """x (B, S, d_model), one layer's params of a drawn config, and a self-attention mask."""
     config = {**draw(configs().filter(lambda c: c["d_model"] >= min_d_model)), "num_encoder_layers": 1}
     batch, s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq))
@@ -34,7 +35,8 @@ def encoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
 
 
 @st.composite
-def decoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, max_seq: int = 8) -> dict[str, Any]:
+def decoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3,
+                         max_seq: int = 8) -> dict[str, Any]:
     """y (B, St, d_model), memory (B, Ss, d_model), one layer's params, self and cross masks."""
     config = {**draw(configs().filter(lambda c: c["d_model"] >= min_d_model)), "num_decoder_layers": 1}
     batch, s_t, s_s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), draw(st.integers(1, max_seq))
@@ -66,7 +68,8 @@ def test_decoder_layer(backend: Any, data: st.DataObject) -> None:
 
 def _realistic(norm_first: bool) -> tuple[dict[str, Any], dict[str, Any], np.random.Generator]:
     config = {**REALISTIC, "norm_first": norm_first, "activation": "gelu" if norm_first else "relu"}
-    return config, realistic_params(0, norm_first=norm_first, activation=config["activation"]), np.random.default_rng(int(norm_first))
+    params = realistic_params(0, norm_first=norm_first, activation=config["activation"])
+    return config, params, np.random.default_rng(int(norm_first))
 
 
 @pytest.mark.op("encoder_layer")

@@ -36,8 +36,8 @@ def _attention_params(d_model: int, seed: int) -> dict[str, np.ndarray]:
     """{w_q, b_q, ..., w_o, b_o} as reference.init_params makes them, for any d_model (odd
     ones included, which a whole model's config forbids but attention alone does not)."""
     rng, limit = np.random.default_rng(seed), (3.0 / d_model) ** 0.5
-    return {f"{kind}_{x}": rng.uniform(-limit, limit, (d_model, d_model)) if kind == "w" else rng.normal(0.0, 0.1, d_model)
-            for x in "qkvo" for kind in "wb"}
+    return {f"{kind}_{x}": rng.uniform(-limit, limit, (d_model, d_model)) if kind == "w"
+            else rng.normal(0.0, 0.1, d_model) for x in "qkvo" for kind in "wb"}
 
 
 @pytest.mark.op("multi_head_attention")
