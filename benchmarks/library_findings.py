@@ -1,5 +1,5 @@
 """What the gate finds in third-party libraries: run it on each library backend and render the
-ops x dtypes x verdict table of docs/library-findings.md from the gate's own report.json.
+ops x dtypes x verdict table of README.md from the gate's own report.json.
 
     python benchmarks/library_findings.py                 # run the gates, rewrite the table
     python benchmarks/library_findings.py --from-reports  # re-render from the last reports
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                              "give it more than the profile's default on a small machine)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "library-findings")
     parser.add_argument("--from-reports", action="store_true", help="do not run the gates; render the last reports")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "library-findings.md"),
+    parser.add_argument("--doc", default=str(ROOT / "README.md"),
                         help="document to update between its marker lines; '-' prints the table")
     args = parser.parse_args(argv)
     backends, dtypes = args.backends.split(","), args.dtypes.split(",")
