@@ -62,12 +62,13 @@ def test_forward(backend: Any, data: st.DataObject) -> None:
 
 
 def _realistic(seed: int) -> dict[str, Any]:
-    """The REALISTIC config (post-LN) with (2, 5) source and (2, 4) target ids, the second
-    row of each padded."""
+    """The REALISTIC config (post-LN) with (2, 5) source and (2, 4) target ids; the second
+    row's source is right-padded and its target left-padded (as batched prompts are), so a
+    real target has padded targets before it that its self-attention must not see."""
     rng = np.random.default_rng(seed)
     return {"config": REALISTIC, "params": realistic_params(seed),
             "src": rng.integers(0, 1000, (2, 5)), "tgt": rng.integers(0, 1000, (2, 4)),
-            "src_mask": np.arange(5) < np.array([[5], [3]]), "tgt_mask": np.arange(4) < np.array([[4], [2]]),
+            "src_mask": np.arange(5) < np.array([[5], [3]]), "tgt_mask": np.arange(4) >= np.array([[0], [2]]),
             "memory": rng.normal(0.0, 1.0, (2, 5, 512))}
 
 
