@@ -38,7 +38,7 @@ MIN_EXAMPLES_PER_DTYPE = 10_000
 
 def run_gate(targets: list[str], profile: str, workers: str, report_dir: Path) -> tuple[int, float]:
     """One gate run per backend spec (each with its dtypes); (worst exit status, wall seconds).
-    The reports of spec S go to ``report_dir/S``."""
+    The reports of spec S go to ``report_dir/S`` (the gate's output to ``report_dir/S/gate.log``)."""
     by_spec: dict[str, list[str]] = defaultdict(list)
     for target in targets:
         spec, dtype = target.split(":")
@@ -52,7 +52,9 @@ def run_gate(targets: list[str], profile: str, workers: str, report_dir: Path) -
                    "--report-dir", str(out)]
         print("$ " + " ".join(command), flush=True)
         began = time.monotonic()
-        code = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "gate.log", "w", encoding="utf-8") as log:
+            code = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
         print(f"  exit {code} in {(time.monotonic() - began) / 60:.1f} min", flush=True)
         worst = max(worst, code)
     return worst, time.monotonic() - start

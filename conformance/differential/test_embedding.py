@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import compare
+from conformance.differential._compare import OP_SHARE, compare, examples
 from conformance.strategies import arrays, token_ids
 
 
@@ -23,6 +23,7 @@ def embedding_inputs(draw: st.DrawFn, *, max_vocab: int = 12, max_d: int = 16, m
 
 
 @pytest.mark.op("embedding")
+@examples(OP_SHARE)
 @given(case=embedding_inputs())
 def test_embedding(backend: Any, case: tuple[np.ndarray, np.ndarray]) -> None:
     """table[ids] for small tables: every element (a lookup; correct backends are exact)."""

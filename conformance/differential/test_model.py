@@ -61,12 +61,13 @@ def test_forward(backend: Any, data: st.DataObject) -> None:
             where=query_positions(case["tgt_mask"]), what="real target positions")
 
 
-def _realistic(seed: int) -> dict[str, Any]:
-    """The REALISTIC config (post-LN) with (2, 5) source and (2, 4) target ids; the second
-    row's source is right-padded and its target left-padded (as batched prompts are), so a
-    real target has padded targets before it that its self-attention must not see."""
+def _realistic(seed: int, **variant: Any) -> dict[str, Any]:
+    """The REALISTIC config (post-LN) updated with ``variant``, with (2, 5) source and (2, 4)
+    target ids; the second row's source is right-padded and its target left-padded (as
+    batched prompts are), so a real target has padded targets before it that its
+    self-attention must not see."""
     rng = np.random.default_rng(seed)
-    return {"config": REALISTIC, "params": realistic_params(seed),
+    return {"config": {**REALISTIC, **variant}, "params": realistic_params(seed, **variant),
             "src": rng.integers(0, 1000, (2, 5)), "tgt": rng.integers(0, 1000, (2, 4)),
             "src_mask": np.arange(5) < np.array([[5], [3]]), "tgt_mask": np.arange(4) >= np.array([[0], [2]]),
             "memory": rng.normal(0.0, 1.0, (2, 5, 512))}
@@ -74,16 +75,18 @@ def _realistic(seed: int) -> dict[str, Any]:
 
 @pytest.mark.op("encode")
 def test_encode_realistic(backend: Any) -> None:
-    """d_model 512, 8 heads, one layer: every output at real source positions."""
-    case = _realistic(0)
+    """d_model 512, 8 heads, one encoder layer (no decoder: its params are not needed):
+    every output at real source positions."""
+    case = _realistic(0, num_decoder_layers=0)
     compare(backend, "encode", case["src"], case["params"], case["config"], src_mask=case["src_mask"],
             where=query_positions(case["src_mask"]), what="real source positions")
 
 
 @pytest.mark.op("decode")
 def test_decode_realistic(backend: Any) -> None:
-    """d_model 512, 8 heads, one layer: every output at real target positions."""
-    case = _realistic(1)
+    """d_model 512, 8 heads, one decoder layer (no encoder) over a given memory: every output
+    at real target positions."""
+    case = _realistic(1, num_encoder_layers=0)
     compare(backend, "decode", case["tgt"], case["memory"], case["params"], case["config"],
             src_mask=case["src_mask"], tgt_mask=case["tgt_mask"],
             where=query_positions(case["tgt_mask"]), what="real target positions")

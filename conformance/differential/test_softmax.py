@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.differential._compare import compare
+from conformance.differential._compare import OP_SHARE, compare, examples
 from conformance.strategies import arrays, seeds
 
 LOGIT_SCALES = (1.0, 0.1, 10.0, 100.0)
@@ -35,6 +35,7 @@ def softmax_inputs(draw: st.DrawFn, *, max_dims: int = 3, max_side: int = 8) -> 
 
 
 @pytest.mark.op("softmax")
+@examples(OP_SHARE)
 @given(case=softmax_inputs())
 def test_softmax(backend: Any, case: tuple[np.ndarray, int]) -> None:
     """softmax(x, axis) on small arrays: every element, rows along ``axis`` being the

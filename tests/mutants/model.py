@@ -72,7 +72,7 @@ def register(name: str, *ops: str, dtype: str = "float64") -> Callable[[type[Tor
 
 @register("softmax_online_no_rescale", "softmax")
 class SoftmaxOnlineNoRescale(TorchBackend):
-    """only rows longer than 8: blockwise (online) softmax never rescales its running sum when a later block raises the max."""
+    """only rows longer than 8: online (blockwise) softmax forgets to rescale its running sum when the max grows."""
 
     BLOCK = 8
 
