@@ -18,6 +18,7 @@ import pytest
 
 import reference as ref
 from backends import jax_backend
+from tests.masks import padding_mask, random_mask
 
 TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
 CONFIG: dict[str, Any] = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder_layers": 2,
@@ -59,19 +60,6 @@ def assert_matches(backend: jax_backend.JaxBackend, actual: Any, expected: np.nd
     np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] jax float64")
 
 
-def padding_mask(rng: np.random.Generator, batch: int, seq_len: int, *, right: bool = False) -> np.ndarray:
-    if right:
-        return np.arange(seq_len)[None, :] < rng.integers(1, seq_len + 1, (batch, 1))
-    mask = rng.random((batch, seq_len)) < 0.6
-    mask[np.arange(batch), rng.integers(seq_len, size=batch)] = True
-    return mask
-
-
-def random_mask(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Random (..., Sq, Sk), every query row keeping at least one key."""
-    mask = rng.random(shape) < 0.6
-    mask[..., 0] = True
-    return mask
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool) -> dict:

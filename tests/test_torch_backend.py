@@ -15,6 +15,7 @@ import torch
 import reference as ref
 from backends.contract import OPS
 from backends.torch_backend import TorchBackend, factory
+from tests.masks import padding_mask
 
 FLOAT64_TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
 LOW_PRECISIONS = ("float32", "float16", "bfloat16")
@@ -61,12 +62,6 @@ def assert_matches_reference(actual: torch.Tensor, expected: np.ndarray, *, op: 
     assert got.shape == expected.shape, f"{op}: shape {got.shape}, but should be {expected.shape}"
     np.testing.assert_allclose(got, expected, **FLOAT64_TOLERANCE, err_msg=f"[{op}] torch float64")
 
-
-def padding_mask(rng: np.random.Generator, batch: int, seq_len: int) -> np.ndarray:
-    """A (batch, seq_len) padding mask, True = real token, at least one real token per row."""
-    mask = rng.random((batch, seq_len)) < 0.6
-    mask[np.arange(batch), rng.integers(seq_len, size=batch)] = True
-    return mask
 
 
 def attention_mask(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

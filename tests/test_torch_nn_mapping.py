@@ -29,6 +29,7 @@ from backends.torch_nn import (
     mha_state,
     nn_masks,
 )
+from tests.masks import padding_mask, random_mask
 
 TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
 CONFIG: dict[str, Any] = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder_layers": 2,
@@ -75,20 +76,6 @@ def assert_matches(actual: torch.Tensor, expected: np.ndarray, *, op: str, where
     np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] torch.nn float64")
 
 
-def padding_mask(rng: np.random.Generator, batch: int, seq_len: int, *, right: bool = False) -> np.ndarray:
-    """(batch, seq_len), True = real token, at least one per row; ``right``: real tokens first."""
-    if right:
-        return np.arange(seq_len)[None, :] < rng.integers(1, seq_len + 1, (batch, 1))
-    mask = rng.random((batch, seq_len)) < 0.6
-    mask[np.arange(batch), rng.integers(seq_len, size=batch)] = True
-    return mask
-
-
-def random_mask(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """A random (..., Sq, Sk) mask in which every query row keeps at least one key."""
-    mask = rng.random(shape) < 0.6
-    mask[..., 0] = True
-    return mask
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool, **extra: Any) -> dict:

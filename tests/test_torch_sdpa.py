@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import reference as ref
 from backends import torch_sdpa
 from backends.torch_sdpa import TorchSDPABackend, factory
+from tests.masks import padding_mask
 
 TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
 CONFIG: dict[str, Any] = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder_layers": 2,
@@ -62,11 +63,6 @@ def assert_matches(actual: torch.Tensor, expected: np.ndarray, *, op: str) -> No
     assert got.shape == expected.shape, f"{op}: shape {got.shape}, but should be {expected.shape}"
     np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] torch-sdpa float64")
 
-
-def padding_mask(rng: np.random.Generator, batch: int, seq_len: int) -> np.ndarray:
-    mask = rng.random((batch, seq_len)) < 0.6
-    mask[np.arange(batch), rng.integers(seq_len, size=batch)] = True
-    return mask
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "random", "key_padding"])
