@@ -28,6 +28,17 @@ BUILTINS: dict[str, str] = {
     "jax": "backends.jax_backend:factory",
 }
 
+#: The distributions whose code each built-in backend runs; the gate reports their versions.
+BUILTIN_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "reference": ("numpy", "scipy", "ml_dtypes"),
+    "numpy": ("numpy", "ml_dtypes"),
+    "torch": ("torch",),
+    "torch-sdpa": ("torch",),
+    "torch-nn": ("torch",),
+    "torch-nn-slowpath": ("torch",),
+    "jax": ("jax", "jaxlib", "flax"),
+}
+
 
 class BackendSpecError(Exception):
     """A spec that names no loadable factory (a usage or set-up error, not a failure)."""

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.contract import DTYPES, OPS
-from backends.registry import BUILTINS, BackendSpecError, Target, default_targets, resolve
+from backends.registry import BUILTIN_LIBRARIES, BUILTINS, BackendSpecError, Target, default_targets, resolve
 from conformance import deviations as deviations_mod
 from conformance import report
 
@@ -456,7 +456,7 @@ def environment() -> dict[str, Any]:
 
 def backend_versions(spec: str) -> dict[str, str | None]:
     """Versions of the distribution(s) that provide a spec's factory module (by its top-level
-    package), without importing anything new."""
+    package) and, for a built-in backend, of the libraries it runs; nothing new is imported."""
     target = BUILTINS.get(spec, spec)
     module = target.split(":", 1)[0] if ":" in target else ""
     if not module or module.endswith(".py"):
@@ -464,8 +464,7 @@ def backend_versions(spec: str) -> dict[str, str | None]:
     top = module.split(".", 1)[0]
     dists = metadata.packages_distributions().get(top, [])
     versions = {d: _version(d) for d in dists}
-    if spec == "torch":
-        versions["torch"] = _version("torch")
+    versions.update({library: _version(library) for library in BUILTIN_LIBRARIES.get(spec, ())})
     return versions
 
 

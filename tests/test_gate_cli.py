@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.cli import main
+from conformance.cli import backend_versions, main
 
 HERE = Path(__file__).parent
 SUITE = HERE / "gate_suite"
@@ -57,6 +57,7 @@ def test_a_correct_backend_passes_and_the_three_reports_are_written(tmp_path, ca
     assert targets["reference-float64"]["status"] == "tested"
     assert targets["reference-float16"]["status"] == "unsupported"
     assert "float64 only" in targets["reference-float16"]["reason"]
+    assert set(targets["reference-float64"]["versions"]) >= {"transformer-conformance", "numpy", "scipy"}
     suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
     assert suite.get("failures") == "0" and int(suite.get("tests")) == 16
     assert (tmp_path / "report.md").read_text().startswith("## Transformer conformance gate: PASS")
@@ -163,6 +164,12 @@ def test_require_fails_when_a_required_op_is_not_implemented(tmp_path, capsys):
                                   ("no_embedding-float64", "embedding"): "not implemented"}  # --ops filtered layer_norm
     assert document["require"]["missing"] == [{"op": "embedding", "target": "no_embedding-float64",
                                                "status": "not implemented"}]
+
+
+@pytest.mark.parametrize("spec, libraries", [("torch-nn", {"torch"}), ("torch-sdpa", {"torch"}),
+                                             ("jax", {"jax", "jaxlib", "flax"})])
+def test_the_report_records_the_versions_of_the_libraries_a_builtin_backend_runs(spec, libraries):
+    assert set(backend_versions(spec)) == {"transformer-conformance"} | libraries
 
 
 def test_selecting_no_test_is_an_error(tmp_path, capsys):
