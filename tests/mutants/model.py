@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.torch_backend import TorchBackend, with_defaults
+from tests.mutants.zoo import mutant_factory
 
 Tensor = torch.Tensor
 
@@ -52,15 +53,7 @@ def register(name: str, *ops: str, dtype: str = "float64") -> Callable[[type[Tor
     def decorate(cls: type[TorchBackend]) -> type[TorchBackend]:
         if name in MUTANTS:
             raise ValueError(f"mutant {name!r} is registered twice")
-
-        def factory(*, dtype: str = dtype, device: str = "cpu") -> TorchBackend:
-            backend = cls(dtype=dtype, device=device)
-            backend.name = f"mutant:{name}"
-            return backend
-
-        factory.__name__ = factory.__qualname__ = name
-        factory.__doc__ = cls.__doc__
-        factory.mutant_class = cls  # type: ignore[attr-defined]
+        factory = mutant_factory(cls, name, dtype)
         MUTANTS[name] = Mutant(factory, tuple(ops), dtype)
         globals()[name] = factory
         return cls

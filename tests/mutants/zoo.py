@@ -32,21 +32,28 @@ MUTANTS: dict[str, Callable[..., TorchBackend]] = {}
 """name -> factory(dtype=..., device=...) of every mutant."""
 
 
+def mutant_factory(cls: type[TorchBackend], name: str, dtype: str = "float64") -> Callable[..., TorchBackend]:
+    """The factory ``name(dtype=..., device=...)`` of the mutant class ``cls``: its backends are
+    named ``mutant:<name>``, its docstring is the bug's."""
+
+    def factory(*, dtype: str = dtype, device: str = "cpu") -> TorchBackend:
+        backend = cls(dtype=dtype, device=device)
+        backend.name = f"mutant:{name}"
+        return backend
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = cls.__doc__
+    factory.mutant_class = cls  # type: ignore[attr-defined]
+    return factory
+
+
 def register(name: str) -> Callable[[type[TorchBackend]], type[TorchBackend]]:
     """Class decorator: expose ``cls`` as the factory ``name`` (in MUTANTS and this module)."""
 
     def decorate(cls: type[TorchBackend]) -> type[TorchBackend]:
         if name in MUTANTS:
             raise ValueError(f"mutant {name!r} is registered twice")
-
-        def factory(*, dtype: str = "float64", device: str = "cpu") -> TorchBackend:
-            backend = cls(dtype=dtype, device=device)
-            backend.name = f"mutant:{name}"
-            return backend
-
-        factory.__name__ = factory.__qualname__ = name
-        factory.__doc__ = cls.__doc__
-        factory.mutant_class = cls  # type: ignore[attr-defined]
+        factory = mutant_factory(cls, name)
         MUTANTS[name] = factory
         globals()[name] = factory
         return cls
