@@ -3,12 +3,14 @@ ops x dtypes x verdict table of README.md from the gate's own report.json.
 
     python benchmarks/library_findings.py                 # run the gates, rewrite the table
     python benchmarks/library_findings.py --from-reports  # re-render from the last reports
+    tox -e torch-nn,torch-sdpa,jax && python benchmarks/library_findings.py --from-reports
 
 Each backend runs as ``python -m conformance run --backend B --dtype ... --profile ci
---report-dir reports/library-findings/B --known-deviations conformance/known_deviations/B.toml``
+--report-dir reports/B --known-deviations conformance/known_deviations/B.toml``
 (the file only if it exists), so the table shows accepted deviations as "known deviation" and
-anything else that fails as FAIL. Backends whose library is not installed show "unsupported".
-The table replaces the text between the two marker lines in the document (``--doc``); ``-``
+anything else that fails as FAIL. The report folders are the ones tox's library environments
+write, so the table can also be rendered from a tox run. Backends whose library is not
+installed show "unsupported". The table replaces the text between the two marker lines in the document (``--doc``); ``-``
 prints it instead. A tool run by hand (tens of minutes on a laptop), not a test.
 """
 
