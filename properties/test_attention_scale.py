@@ -1,5 +1,6 @@
 """Attention scale properties: scores are Q K^T / sqrt(d_k), so scaling Q up and K down by
-the same factor changes nothing, and the weights depend on d_k exactly through 1/sqrt(d_k)."""
+the same factor changes nothing, the weights depend on d_k exactly through 1/sqrt(d_k), and
+they do not depend on V at all, so attention acts on V's columns one at a time."""
 
 from __future__ import annotations
 
@@ -51,3 +52,22 @@ def test_weights_depend_on_d_k_through_inverse_sqrt(backend, case, m, data):
                                 tolerances.attention_weights_error(backend.dtype, q / m, k))
     assert_close(wide, narrow, tol=tol, backend=backend, op="attention_weights",
                  what=f"weights at width {m}^2 d_k = weights of q / {m} at width d_k")
+
+
+@pytest.mark.op("attention")
+@examples(OP_SHARE)
+@given(case=attention_inputs())
+def test_acts_on_the_columns_of_v_one_at_a_time(backend, case):
+    """Attention(Q, K, V)[..., j] = Attention(Q, K, V[..., j:j+1])[..., 0] for every column j:
+    the weights softmax(Q K^T / sqrt(d_k)) depend on Q and K alone, and A V takes each column
+    of V separately. A scale (or anything else) taken from V's width d_v breaks it. Each
+    column's error bound ``attention_output_error`` is the same in both calls (it depends on
+    that column's max |V| only), so the tolerance is twice it."""
+    q, k, v = (held(backend, case[name]) for name in "qkv")
+    shape = q.shape[:-1] + (v.shape[-1],)
+    out = call_op(backend, "attention", q, k, v, shape=shape)
+    columns = np.concatenate([call_op(backend, "attention", q, k, v[..., j:j + 1], shape=shape[:-1] + (1,))
+                              for j in range(v.shape[-1])], axis=-1)
+    err = tolerances.attention_output_error(backend.dtype, q, k, v)
+    assert_close(out, columns, tol=tolerances.difference(err, err), backend=backend, op="attention",
+                 what="attention(q, k, v)[..., j] = attention(q, k, v[..., j])")

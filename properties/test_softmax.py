@@ -1,5 +1,6 @@
-"""Softmax properties: a probability distribution per row, shift-invariant, order-preserving,
-exact zeros for -inf, and no overflow for large finite inputs."""
+"""Softmax properties: a probability distribution per row (short rows and rows of up to 128
+entries), shift-invariant, order-preserving, exact zeros for -inf, and no overflow for large
+finite inputs."""
 
 from __future__ import annotations
 
@@ -20,13 +21,24 @@ pytestmark = pytest.mark.op("softmax")
 
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6)
 
+long_rows = st.integers(9, 128)
+"""Row lengths past 8, one block of an online (blockwise) softmax, up to several blocks of
+8-32: a softmax that keeps a running max and sum over blocks must rescale the sum whenever a
+later block raises the max."""
+
 
 @st.composite
 def inputs(draw: st.DrawFn) -> tuple[np.ndarray, int]:
-    """(x, axis): x of 1-3 dims, axis any of its axes (the last first)."""
-    shape = draw(shapes)
+    """(x, axis): x of 1-3 dims, axis any of its axes (the last first). Short rows first; then
+    rows of ``long_rows`` entries along the axis, as drawn or sorted ascending along it (the max
+    grows with every block: the case where a blockwise softmax must rescale)."""
+    shape = list(draw(shapes))
     axis = draw(st.sampled_from([-1] + list(range(len(shape) - 1))))
-    return draw(arrays(shape)), axis
+    rows = draw(st.sampled_from(["short", "long ascending", "long"]))
+    if rows != "short":
+        shape[axis] = draw(long_rows)
+    x = draw(arrays(tuple(shape)))
+    return (np.sort(x, axis=axis) if rows == "long ascending" else x), axis
 
 
 @st.composite

@@ -318,3 +318,51 @@ def chain_error(dtype: str, length: int, out: np.ndarray) -> np.ndarray:
     Shapes: (..., n) -> (..., 1)."""
     magnitude = np.maximum(np.nan_to_num(_row_max(out), nan=UNIT_SCALE, posinf=UNIT_SCALE), UNIT_SCALE)
     return gamma_tilde(dtype, length) * magnitude
+
+
+# --- feed-forward with biases and either activation ----------------------------------------
+
+ACTIVATION_SLOPE: dict[str, float] = {"relu": 1.0, "gelu": 1.13}
+"""max |act'(h)|: how much an activation can magnify an error of its input. ReLU 1; GELU
+x Phi(x) has derivative Phi(x) + x phi(x), largest at x = sqrt(2): 1.1289."""
+
+ACTIVATION_ROUNDINGS: dict[str, int] = {"relu": 0, "gelu": 5}
+"""Rounding error of evaluating the activation, in units of u |h|: ReLU is exact. GELU
+h/2 (1 + erf(h / sqrt 2)), with |GELU(h)| <= |h|: erf's value within 2 u (a library erf is
+good to an ulp or two; once stored, 1 + erf keeps that as an absolute error where it cancels
+for h < 0), times |h|/2: u |h|; the argument h / sqrt 2, damped by erf's slope:
+(|h| / 2) (2 / sqrt(pi)) exp(-h^2 / 2) u |h| / sqrt 2 <= 0.25 u |h|; 1 + erf: u |1 + erf| |h| / 2
+<= u |h|; the two products: u |h| each. 4.25, rounded up to 5."""
+
+
+def feed_forward_affine_error(dtype: str, x: np.ndarray, p: dict[str, np.ndarray], activation: str) -> np.ndarray:
+    """|fl(FFN(x)) - FFN(x)| for FFN(x) = act(x W_1 + b_1) W_2 + b_2, any biases, ReLU or GELU:
+    SAFETY u ((L (d_model + 1) + c + d_ff + 1) H |W_2| + (d_ff + 1) |b_2|), H = |x| |W_1| + |b_1|,
+    L = ACTIVATION_SLOPE, c = ACTIVATION_ROUNDINGS.
+
+    Derivation: h = x W_1 + b_1 is off by gamma(d_model + 1) H (Higham eq. 3.13, the bias one
+    more term); the activation multiplies that by at most L and adds c u |h| <= c u H; the
+    second product and bias add gamma(d_ff + 1) (|act(h)| |W_2| + |b_2|) with |act(h)| <= |h|
+    <= H. With zero biases and ReLU it is ``feed_forward_error``.
+    Shapes: x (..., d_model), w_1 (d_model, d_ff), b_1 (d_ff,), w_2 (d_ff, d_model), b_2 (d_model,)
+    -> (..., d_model).
+    """
+    d_model, d_ff = p["w_1"].shape
+    hidden = np.abs(x) @ np.abs(p["w_1"]) + np.abs(p["b_1"])                     # H: (..., d_ff)
+    first = ACTIVATION_SLOPE[activation] * (d_model + 1) + ACTIVATION_ROUNDINGS[activation]
+    return SAFETY * u(dtype) * ((first + d_ff + 1) * (hidden @ np.abs(p["w_2"])) + (d_ff + 1) * np.abs(p["b_2"]))
+
+
+# --- the generator, composed on a backend's own decoder output -----------------------------
+
+def generator_error(dtype: str, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|fl(y W + b) - (y W + b)| <= SAFETY gamma(d_model + 1) (|y| |W| + |b|): one dot product
+    of d_model terms and the bias in the dtype (Higham eq. 3.13).
+    Shapes: y (..., d_model), w (d_model, V), b (V,) -> (..., V)."""
+    return SAFETY * gamma(dtype, w.shape[0] + 1) * (np.abs(y) @ np.abs(w) + np.abs(b))
+
+
+def through_linear(row_error: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """|dy W| <= max_k |dy_k| sum_k |W_kv|: an error of at most ``row_error`` in every entry of
+    y, carried through y W. Shapes: (..., 1), (d_in, d_out) -> (..., d_out)."""
+    return row_error * np.sum(np.abs(w), axis=0)

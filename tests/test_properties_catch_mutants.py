@@ -1,12 +1,13 @@
 """Every property of the property suite catches a deliberately broken backend.
 
-For each property (a test in ``properties/``) ``CATCHES`` names a mutant of
-``tests/mutants/zoo.py`` with one realistic bug that violates it. A pytest subprocess runs
-each property against its mutant at float64 (the ``thorough`` example budget with a fixed
-seed, stopping at the first failure without shrinking: only the verdict matters); a second one
-runs each property against the unbroken torch backend (``ci``) as a control. The tests below
-assert that every property FAILED on its mutant with a message from the suite's assertion
-helpers or harness (it names the mutant), and PASSED on the control.
+For each property (a test in ``properties/``) ``CATCHES`` names a mutant of the catalog
+(``tests/mutants/catalog.py``: ``zoo.py`` and ``model.py``) with one realistic bug that
+violates it. A pytest subprocess runs each property against its mutant at float64 (the
+``thorough`` example budget with a fixed seed, stopping at the first failure without shrinking:
+only the verdict matters); a second one runs each property against the unbroken torch backend
+(``ci``) as a control. The tests below assert that every property FAILED on its mutant with a
+message from the suite's assertion helpers or harness (it names the mutant), and PASSED on the
+control.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ pytest.importorskip("torch")
 
 from backends.registry import load_backend  # noqa: E402
 from properties.strategies import NO_SHRINK_VARIABLE  # noqa: E402
+from tests.mutants import catalog  # noqa: E402
 from tests.mutants.zoo import MUTANTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +89,21 @@ CATCHES: dict[str, str] = {
     "properties/test_greedy.py::test_rows_stay_at_eos_after_emitting_it": "greedy_continues_after_eos",
     "properties/test_greedy.py::test_deterministic": "greedy_samples",
     "properties/test_greedy.py::test_each_token_is_an_argmax_of_forward_on_its_prefix": "greedy_uses_first_position",
+    "properties/test_feed_forward.py::test_negating_the_second_layer_negates_the_output": "ffn_activation_on_output",
+    "properties/test_feed_forward.py::test_identity_weights_give_the_activation_itself": "gelu_tanh_approximation",
+    "properties/test_attention_scale.py::test_acts_on_the_columns_of_v_one_at_a_time": "attention_scaled_by_sqrt_d_v",
+    "properties/test_composition.py::test_encoder_layer_is_its_sublayers_composed": "sublayer_always_post_ln",
+    "properties/test_composition.py::test_decoder_layer_is_its_sublayers_composed":
+        "cross_attention_uses_self_attn_params",
+    "properties/test_composition.py::test_encode_is_embedding_then_encoder_layers_then_final_norm":
+        "embedding_scale_ignores_config",
+    "properties/test_composition.py::test_decode_is_embedding_then_decoder_layers_then_final_norm":
+        "target_padding_mask_ignored",
+    "properties/test_composition.py::test_forward_is_decode_then_generator": "generator_tied_to_embedding",
+    "properties/test_composition.py::test_batched_tokens_are_argmaxes_of_forward_with_padded_sources":
+        "next_token_argmax_flattened",
+    "properties/test_composition.py::test_stops_only_when_every_row_has_emitted_eos_or_at_max_len":
+        "greedy_stops_when_any_row_finishes",
 }
 """property (test node id without parameters) -> the mutant that must make it fail."""
 
@@ -138,7 +155,7 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, s
     the first failure) and against the control (``ci``); node id -> (outcome, message)."""
     folder = tmp_path_factory.mktemp("mutants")
     mutants = sorted(set(CATCHES.values()))
-    caught = _run([node(test, mutant) for test, mutant in CATCHES.items()], [f"tests.mutants.zoo:{m}" for m in mutants],
+    caught = _run([node(test, mutant) for test, mutant in CATCHES.items()], [catalog.spec(m) for m in mutants],
                   "thorough", folder / "mutants.xml", f"--hypothesis-seed={SEED}")
     control = _run([node(test, CONTROL) for test in CATCHES], [CONTROL], "ci", folder / "control.xml")
     return {**caught, **control}
@@ -147,7 +164,7 @@ def verdicts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, s
 def test_every_property_has_a_mutant():
     """Each property in properties/ is listed in CATCHES with a registered mutant."""
     missing = [test for test in property_tests() if test not in CATCHES]
-    unknown = {test: m for test, m in CATCHES.items() if m not in MUTANTS}
+    unknown = {test: m for test, m in CATCHES.items() if m not in catalog.ALL}
     stale = [test for test in CATCHES if test not in property_tests()]
     assert not missing and not unknown and not stale, f"missing: {missing}; unknown mutants: {unknown}; stale: {stale}"
 
