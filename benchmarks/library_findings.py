@@ -20,7 +20,6 @@ import argparse
 import json
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +60,14 @@ def load_report(report_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def versions() -> str:
-    found = []
-    for name in LIBRARIES:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} not installed")
-    return ", ".join(found)
+def versions(reports: dict[str, dict[str, Any] | None]) -> str:
+    """The library versions the gates ran (each report's targets record them), e.g.
+    "torch 2.13.0+cpu, jax 0.10.2"."""
+    found: dict[str, str] = {}
+    for report in filter(None, reports.values()):
+        for target in report["targets"]:
+            found.update({name: v for name, v in target.get("versions", {}).items() if name in LIBRARIES and v})
+    return ", ".join(f"{name} {found[name]}" for name in LIBRARIES if name in found) or "no versions recorded"
 
 
 def render(reports: dict[str, dict[str, Any] | None], dtypes: list[str]) -> str:
@@ -86,7 +85,7 @@ def render(reports: dict[str, dict[str, Any] | None], dtypes: list[str]) -> str:
             status[(result["op"], result["target"])] = result["status"]
         applied += [(backend, d) for d in report["known_deviations"]["applied"]]
     header = "| op | " + " | ".join(f"{b} {SHORT_DTYPE[d]}" for b, d in columns) + " |"
-    lines = [f"{versions()}.", "", header, "|---" * (len(columns) + 1) + "|"]
+    lines = [f"{versions(reports)}.", "", header, "|---" * (len(columns) + 1) + "|"]
     for op in OPS:
         cells = [CELL.get(status.get((op, f"{b}-{d}"), "no tests"), "?") if reports[b] else "not run"
                  for b, d in columns]
