@@ -49,7 +49,7 @@ the verdict matters (tests/test_properties_catch_mutants.py), where shrinking do
 def examples(share: float) -> settings:
     """Settings running ``share`` of the active profile's max_examples (at least 10).
 
-    The property suite has ~45 properties x 6 built-in targets; at the ``ci`` profile's 100
+    The property suite has ~55 properties x 6 built-in targets; at the ``ci`` profile's 100
     examples each it would take minutes, most of it Hypothesis' per-example overhead, so every
     property runs a share sized by its cost (ci: 20 / 15 / 10 examples, thorough: 200 / 150 /
     100). Must be applied at import (collection) time, after the profile is loaded.
