@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from reference._checks import check_axis, check_ids, check_int, check_mask, check_shape, float_tree, floats
+from reference._checks import check_axis, check_ids, check_int, check_mask, float_tree, floats
 from reference.config import ACTIVATIONS
 from reference.params import attention_shapes, ffn_shapes, norm_shapes
 from reference.precision import as_float, check_dtype, rounded

@@ -120,8 +120,8 @@ def test_conversions(jax64: jax_backend.JaxBackend, dtype: str) -> None:
 
 
 def test_mha_variables_have_flax_shapes(jax64: jax_backend.JaxBackend) -> None:
-    import flax.linen as linen
     import jax
+    from flax import linen
 
     p = native(jax64, ref.init_params(CONFIG, 0)["encoder"][0]["self_attn"])
     module = linen.MultiHeadDotProductAttention(num_heads=2, qkv_features=8, out_features=8, param_dtype=np.float64)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import MODEL_SHARE, REALISTIC, realistic_params, compare_greedy, examples
+from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare_greedy, examples, realistic_params
 from conformance.strategies import configs, padding_masks, params, token_ids
 from conformance.tolerances import min_d_model
 

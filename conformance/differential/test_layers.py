@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
-from conformance.differential._compare import LAYER_SHARE, REALISTIC, realistic_params, compare, examples
+from conformance.differential._compare import LAYER_SHARE, REALISTIC, compare, examples, realistic_params
 from conformance.strategies import arrays, attention_masks, configs, padding_masks, params
 from conformance.tolerances import min_d_model
 

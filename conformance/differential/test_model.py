@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import reference
-from conformance.differential._compare import MODEL_SHARE, REALISTIC, realistic_params, compare, examples
+from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare, examples, realistic_params
 from conformance.strategies import arrays, configs, padding_masks, params, token_ids
 from conformance.tolerances import min_d_model, query_positions
 
