@@ -139,11 +139,19 @@ class TorchBackend:
 
         Shapes: (B, Sq, d_model), (B, Sk, d_model), mask -> (B, Sq, Sk) -> (B, Sq, d_model).
         """
-        q = self._split_heads(self._linear(x_q, p["w_q"], p["b_q"]), num_heads)  # (B, h, Sq, d_k)
-        k = self._split_heads(self._linear(x_kv, p["w_k"], p["b_k"]), num_heads)  # (B, h, Sk, d_k)
-        v = self._split_heads(self._linear(x_kv, p["w_v"], p["b_v"]), num_heads)  # (B, h, Sk, d_k)
+        q, k, v = self._project_heads(x_q, x_kv, p, num_heads)
         heads = self.attention(q, k, v, self._head_mask(mask))  # (B, h, Sq, d_k)
         return self._linear(self._merge_heads(heads), p["w_o"], p["b_o"])
+
+    def _project_heads(self, x_q: Tensor, x_kv: Tensor, p: Params, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Q = x_q W_q + b_q, K = x_kv W_k + b_k, V = x_kv W_v + b_v, each split into heads.
+
+        Shapes: (B, Sq, d_model), (B, Sk, d_model) -> (B, h, Sq, d_k), (B, h, Sk, d_k), (B, h, Sk, d_k).
+        """
+        q = self._split_heads(self._linear(x_q, p["w_q"], p["b_q"]), num_heads)
+        k = self._split_heads(self._linear(x_kv, p["w_k"], p["b_k"]), num_heads)
+        v = self._split_heads(self._linear(x_kv, p["w_v"], p["b_v"]), num_heads)
+        return q, k, v
 
     def _scores(self, q: Tensor, k: Tensor) -> Tensor:
         """Scaled dot products Q K^T / sqrt(d_k).

@@ -162,9 +162,7 @@ class MhaScaledBySqrtDModel(TorchBackend):
     @torch.no_grad()
     def multi_head_attention(self, x_q: Tensor, x_kv: Tensor, p: Any, num_heads: int,
                              mask: Tensor | None = None) -> Tensor:
-        q = self._split_heads(self._linear(x_q, p["w_q"], p["b_q"]), num_heads)
-        k = self._split_heads(self._linear(x_kv, p["w_k"], p["b_k"]), num_heads)
-        v = self._split_heads(self._linear(x_kv, p["w_v"], p["b_v"]), num_heads)
+        q, k, v = self._project_heads(x_q, x_kv, p, num_heads)
         scores = q @ k.transpose(-2, -1) / math.sqrt(x_q.shape[-1])
         weights = self.softmax(self._masked(scores, self._head_mask(mask)), axis=-1)
         return self._linear(self._merge_heads(weights @ v), p["w_o"], p["b_o"])
@@ -208,9 +206,7 @@ class MergeHeadsUsesKeyLength(TorchBackend):
     @torch.no_grad()
     def multi_head_attention(self, x_q: Tensor, x_kv: Tensor, p: Any, num_heads: int,
                              mask: Tensor | None = None) -> Tensor:
-        q = self._split_heads(self._linear(x_q, p["w_q"], p["b_q"]), num_heads)
-        k = self._split_heads(self._linear(x_kv, p["w_k"], p["b_k"]), num_heads)
-        v = self._split_heads(self._linear(x_kv, p["w_v"], p["b_v"]), num_heads)
+        q, k, v = self._project_heads(x_q, x_kv, p, num_heads)
         heads = self.attention(q, k, v, self._head_mask(mask))  # (B, h, Sq, d_k)
         concat = heads.transpose(-3, -2).reshape(x_kv.shape[0], x_kv.shape[1], -1)
         return self._linear(concat, p["w_o"], p["b_o"])
