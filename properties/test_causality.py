@@ -40,8 +40,7 @@ def test_decoder_output_at_t_ignores_later_targets(backend, case, data):
     out = call_op(backend, "decode", tgt, memory, p, config, src_mask=src_mask, shape=shape)
     out2 = call_op(backend, "decode", changed, memory, p, config, src_mask=src_mask, shape=shape)
     length = tolerances.decode_length(config, tgt.shape[1], memory.shape[1])
-    tol = tolerances.difference(tolerances.chain_error(backend.dtype, length, out),
-                                tolerances.chain_error(backend.dtype, length, out2))
+    tol = tolerances.chain_difference(backend.dtype, length, out, out2)
     assert_close(out2[:, :t + 1], out[:, :t + 1], tol=tol[:, :t + 1], backend=backend, op="decode",
                  what=f"decode at positions <= t={t} ignores targets after t")
 
@@ -59,7 +58,6 @@ def test_forward_logits_at_t_ignore_later_targets(backend, case, data):
     out = call_op(backend, "forward", src, tgt, p, config, src_mask=src_mask, shape=shape)
     out2 = call_op(backend, "forward", src, changed, p, config, src_mask=src_mask, shape=shape)
     length = tolerances.forward_length(config, src.shape[1], tgt.shape[1])
-    tol = tolerances.difference(tolerances.chain_error(backend.dtype, length, out),
-                                tolerances.chain_error(backend.dtype, length, out2))
+    tol = tolerances.chain_difference(backend.dtype, length, out, out2)
     assert_close(out2[:, :t + 1], out[:, :t + 1], tol=tol[:, :t + 1], backend=backend, op="forward",
                  what=f"logits at positions <= t={t} ignore targets after t")

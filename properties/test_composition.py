@@ -19,10 +19,11 @@ layer_norm_eps), MHA = multi_head_attention, FFN = feed_forward and the contract
 Every intermediate that the composition forms itself (a residual sum, the scaled embedding) is
 rounded to the backend's dtype (``held``), as the backend would hold it, so the composition is
 an evaluation in the dtype too. Both sides are then chains of roundings of the same function,
-compared with ``difference`` of their ``chain_error`` bounds (the generator: see
-``test_forward_is_decode_then_generator``). ``layer_norm_eps`` comes from ``configs``: 1e-5,
-1e-6 or 1e-3, so a layer that ignores the config's eps shows in two examples of three. Outputs
-at padded query positions are unspecified (CONTRACT.md) and never compared.
+compared with ``tolerances.chain_difference``, the sum of their ``chain_error`` bounds (for
+the generator see ``test_forward_is_decode_then_generator``). ``layer_norm_eps`` comes from
+``configs``: 1e-5, 1e-6 or 1e-3, so a layer that ignores the config's eps shows in two
+examples of three. Outputs at padded query positions are unspecified (CONTRACT.md) and never
+compared.
 """
 
 from __future__ import annotations
@@ -162,12 +163,6 @@ def decode_composed(backend: Any, tgt: Array, memory: Array, params: dict, confi
     return final_norm(backend, y, params, "decoder_norm", config)
 
 
-def chains_differ_by(dtype: str, length: int, *outputs: Array) -> Array:
-    """``difference`` of the ``chain_error`` bounds of two evaluations of one chain.
-    Shapes: (..., n) each -> (..., 1)."""
-    return tolerances.difference(*(tolerances.chain_error(dtype, length, out) for out in outputs))
-
-
 # --- layers ----------------------------------------------------------------------------------
 
 @pytest.mark.op("encoder_layer")
@@ -183,7 +178,8 @@ def test_encoder_layer_is_its_sublayers_composed(backend, case, data):
     mask = data.draw(padding_masks(*case["src"].shape), label="mask")
     out = call_op(backend, "encoder_layer", x, p, config, mask=key_padding(mask), shape=shape)
     composed = encoder_layer_composed(backend, x, p, config, key_padding(mask))
-    tol = chains_differ_by(backend.dtype, tolerances.encoder_layer_length(config, shape[1]), out, composed)
+    length = tolerances.encoder_layer_length(config, shape[1])
+    tol = tolerances.chain_difference(backend.dtype, length, out, composed)
     assert_close(out, composed, tol=tol, backend=backend, op="encoder_layer",
                  what=f"encoder_layer = its sub-layers composed (norm_first={config['norm_first']})",
                  where=real(mask, shape[:2])[..., None])
@@ -206,7 +202,8 @@ def test_decoder_layer_is_its_sublayers_composed(backend, case, data):
     masks = {"self_mask": causal_self_mask(tgt_mask, s_tgt), "cross_mask": key_padding(src_mask)}
     out = call_op(backend, "decoder_layer", y, memory, p, config, **masks, shape=y.shape)
     composed = decoder_layer_composed(backend, y, memory, p, config, masks["self_mask"], masks["cross_mask"])
-    tol = chains_differ_by(backend.dtype, tolerances.decoder_layer_length(config, s_tgt, s_src), out, composed)
+    length = tolerances.decoder_layer_length(config, s_tgt, s_src)
+    tol = tolerances.chain_difference(backend.dtype, length, out, composed)
     assert_close(out, composed, tol=tol, backend=backend, op="decoder_layer",
                  what=f"decoder_layer = its sub-layers composed (norm_first={config['norm_first']})",
                  where=real(tgt_mask, (batch, s_tgt))[..., None])
@@ -225,7 +222,8 @@ def test_encode_is_embedding_then_encoder_layers_then_final_norm(backend, case, 
     src_mask = data.draw(padding_masks(*src.shape), label="src_mask")
     out = call_op(backend, "encode", src, p, config, src_mask=src_mask, shape=src.shape + (config["d_model"],))
     composed = encode_composed(backend, src, p, config, src_mask)
-    tol = chains_differ_by(backend.dtype, tolerances.encode_length(config, src.shape[1]), out, composed)
+    length = tolerances.encode_length(config, src.shape[1])
+    tol = tolerances.chain_difference(backend.dtype, length, out, composed)
     assert_close(out, composed, tol=tol, backend=backend, op="encode",
                  what="encode = embedding, PE, encoder layers, final norm composed",
                  where=real(src_mask, src.shape)[..., None])
@@ -248,8 +246,8 @@ def test_decode_is_embedding_then_decoder_layers_then_final_norm(backend, case, 
     out = call_op(backend, "decode", tgt, memory, p, config, src_mask=src_mask, tgt_mask=tgt_mask,
                   shape=tgt.shape + (config["d_model"],))
     composed = decode_composed(backend, tgt, memory, p, config, src_mask, tgt_mask)
-    tol = chains_differ_by(backend.dtype, tolerances.decode_length(config, tgt.shape[1], memory.shape[1]), out,
-                           composed)
+    length = tolerances.decode_length(config, tgt.shape[1], memory.shape[1])
+    tol = tolerances.chain_difference(backend.dtype, length, out, composed)
     assert_close(out, composed, tol=tol, backend=backend, op="decode",
                  what="decode = embedding, PE, decoder layers (causal AND target padding), final norm composed",
                  where=real(tgt_mask, tgt.shape)[..., None])
@@ -276,7 +274,7 @@ def test_forward_is_decode_then_generator(backend, case, data):
                 shape=tgt.shape + (d_model,))
     length = tolerances.encode_length(config, src.shape[1]) + tolerances.decode_length(config, tgt.shape[1],
                                                                                         src.shape[1])
-    tol = (tolerances.through_linear(chains_differ_by(backend.dtype, length, y, y), w)
+    tol = (tolerances.through_linear(tolerances.chain_difference(backend.dtype, length, y, y), w)
            + tolerances.generator_error(backend.dtype, y, w, b))
     assert_close(logits, y @ w + b, tol=tol, backend=backend, op="forward",
                  what="forward = decode(tgt, encode(src)) W_gen + b_gen", where=real(tgt_mask, tgt.shape)[..., None])

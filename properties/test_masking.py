@@ -112,7 +112,6 @@ def test_multi_head_attention_ignores_masked_keys_and_values(backend, case, data
     out = call_op(backend, "multi_head_attention", x_q, x_kv, p, case["num_heads"], mask=mask, shape=x_q.shape)
     changed = call_op(backend, "multi_head_attention", x_q, x_kv2, p, case["num_heads"], mask=mask, shape=x_q.shape)
     length = tolerances.attention_length(case["d_model"], case["num_heads"], x_kv.shape[-2])
-    tol = tolerances.difference(tolerances.chain_error(backend.dtype, length, out),
-                                tolerances.chain_error(backend.dtype, length, changed))
+    tol = tolerances.chain_difference(backend.dtype, length, out, changed)
     assert_close(changed, out, tol=tol, backend=backend, op="multi_head_attention",
                  what="masked keys/values do not matter in any head")

@@ -320,6 +320,12 @@ def chain_error(dtype: str, length: int, out: np.ndarray) -> np.ndarray:
     return gamma_tilde(dtype, length) * magnitude
 
 
+def chain_difference(dtype: str, length: int, *outputs: np.ndarray) -> np.ndarray:
+    """Bound on |a - b| for two evaluations a, b of one chain of ``length`` roundings: the
+    ``difference`` of their ``chain_error`` bounds. Shapes: (..., n) each -> (..., 1)."""
+    return difference(*(chain_error(dtype, length, out) for out in outputs))
+
+
 # --- feed-forward with biases and either activation ----------------------------------------
 
 ACTIVATION_SLOPE: dict[str, float] = {"relu": 1.0, "gelu": 1.13}
