@@ -18,6 +18,7 @@ import pytest
 
 import reference as ref
 from backends import jax_backend
+from conformance.harness import to_native
 from tests.masks import padding_mask, random_mask
 
 TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
@@ -40,14 +41,6 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
-def native(backend: jax_backend.JaxBackend, tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {key: native(backend, value) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [native(backend, value) for value in tree]
-    return None if tree is None else backend.asarray(np.asarray(tree))
-
-
 def assert_matches(backend: jax_backend.JaxBackend, actual: Any, expected: np.ndarray, *, op: str,
                    where: np.ndarray | None = None) -> None:
     """``assert np.allclose(actual[where], expected[where])`` at the float64 tolerance; NaN fails."""
@@ -58,8 +51,6 @@ def assert_matches(backend: jax_backend.JaxBackend, actual: Any, expected: np.nd
     if where is not None:
         got, expected = got[where], expected[where]
     np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] jax float64")
-
-
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool) -> dict:
@@ -123,7 +114,7 @@ def test_mha_variables_have_flax_shapes(jax64: jax_backend.JaxBackend) -> None:
     import jax
     from flax import linen
 
-    p = native(jax64, ref.init_params(CONFIG, 0)["encoder"][0]["self_attn"])
+    p = to_native(jax64, ref.init_params(CONFIG, 0)["encoder"][0]["self_attn"])
     module = linen.MultiHeadDotProductAttention(num_heads=2, qkv_features=8, out_features=8, param_dtype=np.float64)
     x = np.zeros((1, 3, 8))
     initialised = module.init(jax.random.key(0), x, x, x)
@@ -145,13 +136,13 @@ def test_elementary_ops(jax64: jax_backend.JaxBackend, rng: np.random.Generator)
     assert_matches(jax64, jax64.positional_encoding(S_SRC, 8), ref.positional_encoding(S_SRC, 8),
                    op="positional_encoding")
     ids, table = rng.integers(0, 9, (B, S_SRC)), rng.normal(size=(9, 8))
-    assert_matches(jax64, jax64.embedding(*native(jax64, [ids, table])), ref.embedding(ids, table), op="embedding")
+    assert_matches(jax64, jax64.embedding(*to_native(jax64, [ids, table])), ref.embedding(ids, table), op="embedding")
     x, gamma, beta = rng.normal(3.0, 2.0, (B, S_SRC, 8)), rng.normal(1.0, 0.1, 8), rng.normal(0.0, 0.1, 8)
-    assert_matches(jax64, jax64.layer_norm(*native(jax64, [x, gamma, beta]), 1e-5),
+    assert_matches(jax64, jax64.layer_norm(*to_native(jax64, [x, gamma, beta]), 1e-5),
                    ref.layer_norm(x, gamma, beta, 1e-5), op="layer_norm")
     p = ref.init_params(CONFIG, 1)["encoder"][0]["ffn"]
     for activation in ("relu", "gelu"):
-        assert_matches(jax64, jax64.feed_forward(jax64.asarray(x), native(jax64, p), activation),
+        assert_matches(jax64, jax64.feed_forward(jax64.asarray(x), to_native(jax64, p), activation),
                        ref.feed_forward(x, p, activation), op=f"feed_forward({activation})")
 
 
@@ -160,9 +151,9 @@ def test_attention(jax64: jax_backend.JaxBackend, rng: np.random.Generator, mask
     q, k, v = rng.normal(size=(B, 4, 3)), rng.normal(size=(B, 6, 3)), rng.normal(size=(B, 6, 5))
     mask = {"none": None, "causal": np.tril(np.ones((4, 6), dtype=bool)),
             "random": random_mask(rng, (B, 4, 6))}[mask_kind]
-    assert_matches(jax64, jax64.attention_weights(*native(jax64, [q, k, mask])), ref.attention_weights(q, k, mask),
+    assert_matches(jax64, jax64.attention_weights(*to_native(jax64, [q, k, mask])), ref.attention_weights(q, k, mask),
                    op=f"attention_weights({mask_kind})")
-    assert_matches(jax64, jax64.attention(*native(jax64, [q, k, v, mask])), ref.attention(q, k, v, mask),
+    assert_matches(jax64, jax64.attention(*to_native(jax64, [q, k, v, mask])), ref.attention(q, k, v, mask),
                    op=f"attention({mask_kind})")
 
 
@@ -171,7 +162,7 @@ def test_multi_head_attention(jax64: jax_backend.JaxBackend, rng: np.random.Gene
     x_q, x_kv = rng.normal(size=(B, 4, 8)), rng.normal(size=(B, 6, 8))
     p = ref.init_params(CONFIG, 2)["decoder"][0]["cross_attn"]
     mask = random_mask(rng, (B, 4, 6))
-    out = jax64.multi_head_attention(*native(jax64, [x_q, x_kv, p]), num_heads, jax64.asarray(mask))
+    out = jax64.multi_head_attention(*to_native(jax64, [x_q, x_kv, p]), num_heads, jax64.asarray(mask))
     assert_matches(jax64, out, ref.multi_head_attention(x_q, x_kv, p, num_heads, mask),
                    op=f"multi_head_attention(h={num_heads})")
 
@@ -183,10 +174,10 @@ def test_layers(jax64: jax_backend.JaxBackend, rng: np.random.Generator, variant
     x, memory = rng.normal(size=(B, S_TGT, 8)), rng.normal(size=(B, S_SRC, 8))
     self_mask = np.tril(np.ones((S_TGT, S_TGT), dtype=bool))
     cross_mask = padding_mask(rng, B, S_SRC)[:, None, :]
-    enc = jax64.encoder_layer(*native(jax64, [memory, params["encoder"][0]]), config, jax64.asarray(cross_mask))
+    enc = jax64.encoder_layer(*to_native(jax64, [memory, params["encoder"][0]]), config, jax64.asarray(cross_mask))
     assert_matches(jax64, enc, ref.encoder_layer(memory, params["encoder"][0], config, cross_mask), op="encoder_layer")
-    dec = jax64.decoder_layer(*native(jax64, [x, memory, params["decoder"][0]]), config,
-                              *native(jax64, [self_mask, cross_mask]))
+    dec = jax64.decoder_layer(*to_native(jax64, [x, memory, params["decoder"][0]]), config,
+                              *to_native(jax64, [self_mask, cross_mask]))
     assert_matches(jax64, dec, ref.decoder_layer(x, memory, params["decoder"][0], config, self_mask, cross_mask),
                    op="decoder_layer")
 
@@ -197,7 +188,7 @@ def test_stacks_and_greedy_decode(jax64: jax_backend.JaxBackend, rng: np.random.
     params = ref.init_params(config, 4)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
     src_mask, tgt_mask = padding_mask(rng, B, S_SRC), padding_mask(rng, B, S_TGT, right=True)
-    n = native(jax64, {"params": params, "src": src, "tgt": tgt, "src_mask": src_mask, "tgt_mask": tgt_mask})
+    n = to_native(jax64, {"params": params, "src": src, "tgt": tgt, "src_mask": src_mask, "tgt_mask": tgt_mask})
     memory = ref.encode(src, params, config, src_mask)
     assert_matches(jax64, jax64.encode(n["src"], n["params"], config, n["src_mask"]), memory, op="encode",
                    where=src_mask)
@@ -213,10 +204,10 @@ def test_stacks_and_greedy_decode(jax64: jax_backend.JaxBackend, rng: np.random.
 def test_greedy_decode_max_len_one_and_eos_stop(jax64: jax_backend.JaxBackend, rng: np.random.Generator) -> None:
     params = ref.init_params(CONFIG, 5)
     src = rng.integers(0, 11, (B, S_SRC))
-    n = native(jax64, {"params": params, "src": src})
+    n = to_native(jax64, {"params": params, "src": src})
     np.testing.assert_array_equal(np.asarray(jax64.greedy_decode(n["src"], n["params"], CONFIG, 1, 1, 2)), [[1]] * B)
     params["generator"]["b"][2] = 100.0  # eos = 2 wins at every step
-    tokens = jax64.greedy_decode(n["src"], native(jax64, params), CONFIG, 6, 1, 2)
+    tokens = jax64.greedy_decode(n["src"], to_native(jax64, params), CONFIG, 6, 1, 2)
     np.testing.assert_array_equal(np.asarray(tokens), [[1, 2]] * B)
 
 
@@ -226,6 +217,6 @@ def test_low_precision_forward_runs(jax64: jax_backend.JaxBackend, rng: np.rando
     config = model_config(*VARIANTS[1])
     params = ref.init_params(config, 6)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
-    out = backend.forward(*native(backend, [src, tgt, params]), config)
+    out = backend.forward(*to_native(backend, [src, tgt, params]), config)
     assert str(out.dtype) == dtype and out.shape == (B, S_TGT, 7)
     assert np.isfinite(backend.to_numpy(out)).all()

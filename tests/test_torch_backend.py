@@ -15,6 +15,7 @@ import torch
 import reference as ref
 from backends.contract import OPS
 from backends.torch_backend import TorchBackend, factory
+from conformance.harness import to_native
 from tests.masks import padding_mask
 
 FLOAT64_TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
@@ -43,17 +44,6 @@ VARIANTS = [
 # -- plumbing ---------------------------------------------------------------------------------
 
 
-def native(backend: TorchBackend, tree: Any) -> Any:
-    """``tree`` (nested dicts/lists of NumPy arrays) with every leaf converted by ``asarray``."""
-    if isinstance(tree, dict):
-        return {key: native(backend, value) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [native(backend, value) for value in tree]
-    if tree is None:
-        return None
-    return backend.asarray(np.asarray(tree))
-
-
 def assert_matches_reference(actual: torch.Tensor, expected: np.ndarray, *, op: str) -> None:
     """``assert np.allclose(actual, expected)`` at the float64 tolerance, naming the op;
     np.testing reports the worst abs/rel error and how many elements failed."""
@@ -61,7 +51,6 @@ def assert_matches_reference(actual: torch.Tensor, expected: np.ndarray, *, op: 
     got = actual.detach().cpu().numpy()
     assert got.shape == expected.shape, f"{op}: shape {got.shape}, but should be {expected.shape}"
     np.testing.assert_allclose(got, expected, **FLOAT64_TOLERANCE, err_msg=f"[{op}] torch float64")
-
 
 
 def attention_mask(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -127,14 +116,14 @@ def test_embedding(torch64: TorchBackend, rng: np.random.Generator) -> None:
 def test_layer_norm(torch64: TorchBackend, rng: np.random.Generator, eps: float) -> None:
     x = rng.normal(3.0, 2.0, (B, S_SRC, 8))
     gamma, beta = rng.normal(1.0, 0.1, 8), rng.normal(0.0, 0.1, 8)
-    out = torch64.layer_norm(*native(torch64, [x, gamma, beta]), eps)
+    out = torch64.layer_norm(*to_native(torch64, [x, gamma, beta]), eps)
     assert_matches_reference(out, ref.layer_norm(x, gamma, beta, eps), op=f"layer_norm(eps={eps})")
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_feed_forward(torch64: TorchBackend, rng: np.random.Generator, activation: str) -> None:
     x, p = rng.normal(size=(B, S_SRC, 8)), ref.init_params(CONFIG, 0)["encoder"][0]["ffn"]
-    out = torch64.feed_forward(torch64.asarray(x), native(torch64, p), activation)
+    out = torch64.feed_forward(torch64.asarray(x), to_native(torch64, p), activation)
     assert_matches_reference(out, ref.feed_forward(x, p, activation), op=f"feed_forward({activation})")
 
 
@@ -158,8 +147,8 @@ def make_mask(kind: str, rng: np.random.Generator, batch: int, s_q: int, s_k: in
 def test_attention(torch64: TorchBackend, rng: np.random.Generator, mask_kind: str) -> None:
     q, k, v = rng.normal(size=(B, 4, 3)), rng.normal(size=(B, 6, 3)), rng.normal(size=(B, 6, 5))
     mask = make_mask(mask_kind, rng, B, 4, 6)
-    weights = torch64.attention_weights(*native(torch64, [q, k, mask]))
-    out = torch64.attention(*native(torch64, [q, k, v, mask]))
+    weights = torch64.attention_weights(*to_native(torch64, [q, k, mask]))
+    out = torch64.attention(*to_native(torch64, [q, k, v, mask]))
     assert_matches_reference(weights, ref.attention_weights(q, k, mask), op=f"attention_weights({mask_kind})")
     assert_matches_reference(out, ref.attention(q, k, v, mask), op=f"attention({mask_kind})")
 
@@ -167,8 +156,8 @@ def test_attention(torch64: TorchBackend, rng: np.random.Generator, mask_kind: s
 def test_fully_masked_query_row_gives_zeros(torch64: TorchBackend, rng: np.random.Generator) -> None:
     q, k, v = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 4))
     mask = attention_mask(rng, (2, 3, 5))
-    weights = torch64.attention_weights(*native(torch64, [q, k, mask]))
-    out = torch64.attention(*native(torch64, [q, k, v, mask]))
+    weights = torch64.attention_weights(*to_native(torch64, [q, k, mask]))
+    out = torch64.attention(*to_native(torch64, [q, k, v, mask]))
     assert (weights.numpy()[:, 0] == 0).all() and (out.numpy()[:, 0] == 0).all()
     assert np.isfinite(out.numpy()).all()
 
@@ -181,7 +170,7 @@ def test_multi_head_attention(
     x_q, x_kv = rng.normal(size=(B, 4, 8)), rng.normal(size=(B, 6, 8))
     p = ref.init_params(CONFIG, 1)["decoder"][0]["cross_attn"]
     mask = make_mask(mask_kind, rng, B, 4, 6)
-    out = torch64.multi_head_attention(*native(torch64, [x_q, x_kv, p]), num_heads, native(torch64, mask))
+    out = torch64.multi_head_attention(*to_native(torch64, [x_q, x_kv, p]), num_heads, to_native(torch64, mask))
     expected = ref.multi_head_attention(x_q, x_kv, p, num_heads, mask)
     assert_matches_reference(out, expected, op=f"multi_head_attention(h={num_heads}, {mask_kind})")
 
@@ -194,7 +183,7 @@ def test_encoder_layer(torch64: TorchBackend, rng: np.random.Generator, variant:
     config = model_config(*variant)
     p = ref.init_params(config, 2)["encoder"][0]
     x, mask = rng.normal(size=(B, S_SRC, 8)), padding_mask(rng, B, S_SRC)[:, None, :]
-    out = torch64.encoder_layer(*native(torch64, [x, p]), config, native(torch64, mask))
+    out = torch64.encoder_layer(*to_native(torch64, [x, p]), config, to_native(torch64, mask))
     assert_matches_reference(out, ref.encoder_layer(x, p, config, mask), op=f"encoder_layer{variant}")
 
 
@@ -205,7 +194,7 @@ def test_decoder_layer(torch64: TorchBackend, rng: np.random.Generator, variant:
     y, memory = rng.normal(size=(B, S_TGT, 8)), rng.normal(size=(B, S_SRC, 8))
     self_mask = np.tril(np.ones((S_TGT, S_TGT), dtype=bool)) & padding_mask(rng, B, S_TGT)[:, None, :]
     cross_mask = padding_mask(rng, B, S_SRC)[:, None, :]
-    out = torch64.decoder_layer(*native(torch64, [y, memory, p]), config, *native(torch64, [self_mask, cross_mask]))
+    out = torch64.decoder_layer(*to_native(torch64, [y, memory, p]), config, *to_native(torch64, [self_mask, cross_mask]))
     expected = ref.decoder_layer(y, memory, p, config, self_mask, cross_mask)
     assert_matches_reference(out, expected, op=f"decoder_layer{variant}")
 
@@ -219,7 +208,7 @@ def test_stacks(torch64: TorchBackend, rng: np.random.Generator, variant: tuple,
     tgt = rng.integers(0, CONFIG["tgt_vocab_size"], (B, S_TGT))
     src_mask = padding_mask(rng, B, S_SRC) if masked else None
     tgt_mask = padding_mask(rng, B, S_TGT) if masked else None
-    n = native(torch64, {"params": params, "src": src, "tgt": tgt, "src_mask": src_mask, "tgt_mask": tgt_mask})
+    n = to_native(torch64, {"params": params, "src": src, "tgt": tgt, "src_mask": src_mask, "tgt_mask": tgt_mask})
     memory = ref.encode(src, params, config, src_mask)
     assert_matches_reference(
         torch64.encode(n["src"], n["params"], config, n["src_mask"]), memory, op=f"encode{variant}"
@@ -241,7 +230,7 @@ def test_stacks_with_config_defaults(torch64: TorchBackend, rng: np.random.Gener
     config = {**CONFIG, "num_encoder_layers": 0, "num_decoder_layers": 1, **options}
     params = ref.init_params(config, 5)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
-    out = torch64.forward(*native(torch64, [src, tgt, params]), config)
+    out = torch64.forward(*to_native(torch64, [src, tgt, params]), config)
     assert_matches_reference(out, ref.forward(src, tgt, params, config), op=f"forward(0 encoder layers, {options})")
 
 
@@ -255,7 +244,7 @@ def test_greedy_decode(torch64: TorchBackend, seed: int, max_len: int) -> None:
     params = ref.init_params(config, seed)
     rng = np.random.default_rng(seed)
     src, src_mask = rng.integers(0, 11, (4, S_SRC)), padding_mask(rng, 4, S_SRC)
-    out = torch64.greedy_decode(*native(torch64, [src, params]), config, max_len, 1, 2, torch64.asarray(src_mask))
+    out = torch64.greedy_decode(*to_native(torch64, [src, params]), config, max_len, 1, 2, torch64.asarray(src_mask))
     expected = ref.greedy_decode(src, params, config, max_len, 1, 2, src_mask)
     assert out.dtype == torch.int64
     np.testing.assert_array_equal(out.numpy(), expected, err_msg="[greedy_decode] tokens differ")
@@ -265,7 +254,7 @@ def test_greedy_decode_stops_when_every_row_emits_eos(torch64: TorchBackend, rng
     params = ref.init_params(CONFIG, 6)
     params["generator"]["b"][2] = 100.0  # eos = 2 wins at every step
     src = rng.integers(0, 11, (B, S_SRC))
-    out = torch64.greedy_decode(*native(torch64, [src, params]), CONFIG, 10, 1, 2)
+    out = torch64.greedy_decode(*to_native(torch64, [src, params]), CONFIG, 10, 1, 2)
     np.testing.assert_array_equal(out.numpy(), [[1, 2]] * B)
 
 
@@ -289,7 +278,7 @@ class ScriptedBackend(TorchBackend):
 )
 def test_greedy_loop_fills_eos_and_stops(script: list, max_len: int, expected: list) -> None:
     backend = ScriptedBackend(script)
-    params = native(backend, ref.init_params(CONFIG, 9))
+    params = to_native(backend, ref.init_params(CONFIG, 9))
     src = backend.asarray(np.zeros((3, 2), dtype=np.int64))
     out = backend.greedy_decode(src, params, CONFIG, max_len, 1, 2)
     np.testing.assert_array_equal(out.numpy(), expected)
@@ -350,7 +339,7 @@ def test_float16_inputs_are_rounded_once() -> None:
 def smoke_cases(backend: TorchBackend, rng: np.random.Generator) -> dict[str, tuple[Callable[[], Any], tuple]]:
     """op name -> (a call of that op on random inputs, the expected output shape)."""
     config = model_config(True, True, "gelu", True)
-    params = native(backend, ref.init_params(config, 7))
+    params = to_native(backend, ref.init_params(config, 7))
     x, memory = (backend.asarray(rng.normal(size=(B, s, 8))) for s in (S_TGT, S_SRC))
     src, tgt = backend.asarray(rng.integers(0, 11, (B, S_SRC))), backend.asarray(rng.integers(0, 7, (B, S_TGT)))
     src_mask, tgt_mask = backend.asarray(padding_mask(rng, B, S_SRC)), backend.asarray(padding_mask(rng, B, S_TGT))
@@ -398,7 +387,7 @@ def test_low_precision_runs(device: str, dtype: str, op: str, rng: np.random.Gen
 def test_low_precision_greedy_decode(device: str, dtype: str, rng: np.random.Generator) -> None:
     backend = factory(dtype=dtype, device=device)
     config = model_config(False, False, "relu", True)
-    params = native(backend, ref.init_params(config, 8))
+    params = to_native(backend, ref.init_params(config, 8))
     src, src_mask = backend.asarray(rng.integers(0, 11, (B, S_SRC))), backend.asarray(padding_mask(rng, B, S_SRC))
     out = backend.greedy_decode(src, params, config, 5, 1, 2, src_mask)
     assert out.dtype == torch.int64 and out.shape[0] == B and 1 <= out.shape[1] <= 5
@@ -410,8 +399,8 @@ def test_cuda_matches_reference() -> None:
     backend, config = factory(dtype="float64", device="cuda"), model_config(True, True, "gelu", True)
     params, rng = ref.init_params(config, 10), np.random.default_rng(10)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
-    logits = backend.forward(*native(backend, [src, tgt, params]), config)
-    tokens = backend.greedy_decode(*native(backend, [src, params]), config, 6, 1, 2)
+    logits = backend.forward(*to_native(backend, [src, tgt, params]), config)
+    tokens = backend.greedy_decode(*to_native(backend, [src, params]), config, 6, 1, 2)
     assert logits.device.type == "cuda"
     assert_matches_reference(logits, ref.forward(src, tgt, params, config), op="forward(cuda)")
     np.testing.assert_array_equal(tokens.cpu().numpy(), ref.greedy_decode(src, params, config, 6, 1, 2))

@@ -29,6 +29,7 @@ from backends.torch_nn import (
     mha_state,
     nn_masks,
 )
+from conformance.harness import to_native
 from tests.masks import padding_mask, random_mask
 
 TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
@@ -57,15 +58,6 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
-def native(backend: TorchNNBackend, tree: Any) -> Any:
-    """``tree`` with every NumPy leaf converted by ``backend.asarray`` (None stays None)."""
-    if isinstance(tree, dict):
-        return {key: native(backend, value) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [native(backend, value) for value in tree]
-    return None if tree is None else backend.asarray(np.asarray(tree))
-
-
 def assert_matches(actual: torch.Tensor, expected: np.ndarray, *, op: str, where: np.ndarray | None = None) -> None:
     """``assert np.allclose(actual[where], expected[where])`` at the float64 tolerance; NaN fails."""
     __tracebackhide__ = True
@@ -74,8 +66,6 @@ def assert_matches(actual: torch.Tensor, expected: np.ndarray, *, op: str, where
     if where is not None:
         got, expected = got[where], expected[where]
     np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] torch.nn float64")
-
-
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool, **extra: Any) -> dict:
@@ -106,7 +96,7 @@ def test_mha_state_loads_strictly_and_reproduces_the_reference(rng: np.random.Ge
     backend = torch_nn.factory(dtype="float64")
     p = ref.init_params(CONFIG, 0)["decoder"][0]["cross_attn"]
     mha = nn.MultiheadAttention(8, 2, batch_first=True, dtype=torch.float64).eval()
-    mha.load_state_dict(mha_state(native(backend, p)), strict=True)  # every parameter, no extra key
+    mha.load_state_dict(mha_state(to_native(backend, p)), strict=True)  # every parameter, no extra key
     x_q, x_kv = rng.normal(size=(B, 4, 8)), rng.normal(size=(B, 6, 8))
     with torch.no_grad():
         out, _ = mha(torch.tensor(x_q), torch.tensor(x_kv), torch.tensor(x_kv), need_weights=False)
@@ -116,7 +106,7 @@ def test_mha_state_loads_strictly_and_reproduces_the_reference(rng: np.random.Ge
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_layer_states_cover_every_parameter(norm_first: bool) -> None:
     backend = torch_nn.factory(dtype="float64")
-    layers = native(backend, ref.init_params(CONFIG, 1))
+    layers = to_native(backend, ref.init_params(CONFIG, 1))
     kwargs = torch_nn.layer_kwargs(model_config(norm_first, False, "relu", True, layer_norm_eps=1e-5))
     enc = nn.TransformerEncoderLayer(**kwargs, dtype=torch.float64)
     dec = nn.TransformerDecoderLayer(**kwargs, dtype=torch.float64)
@@ -128,7 +118,7 @@ def test_layer_states_cover_every_parameter(norm_first: bool) -> None:
 def test_transformer_final_norms_follow_final_norm(final_norm: bool) -> None:
     config = model_config(True, final_norm, "relu", True)
     backend = torch_nn.factory(dtype="float64")
-    model = build_transformer(native(backend, ref.init_params(config, 2)), config,
+    model = build_transformer(to_native(backend, ref.init_params(config, 2)), config,
                               dtype=torch.float64, device=torch.device("cpu"))
     assert (model.encoder.norm is not None) == final_norm
     assert (model.decoder.norm is not None) == final_norm
@@ -178,7 +168,7 @@ def test_causal_disallowed_masks_the_future() -> None:
 @pytest.mark.parametrize("eps", [1e-5, 0.5])
 def test_layer_norm(nn64: TorchNNBackend, rng: np.random.Generator, eps: float) -> None:
     x, gamma, beta = rng.normal(3.0, 2.0, (B, S_SRC, 8)), rng.normal(1.0, 0.1, 8), rng.normal(0.0, 0.1, 8)
-    out = nn64.layer_norm(*native(nn64, [x, gamma, beta]), eps)
+    out = nn64.layer_norm(*to_native(nn64, [x, gamma, beta]), eps)
     assert_matches(out, ref.layer_norm(x, gamma, beta, eps), op="layer_norm")
 
 
@@ -187,8 +177,8 @@ def test_layer_norm(nn64: TorchNNBackend, rng: np.random.Generator, eps: float) 
 def test_attention(nn64: TorchNNBackend, rng: np.random.Generator, d_v: int, mask_kind: str) -> None:
     q, k, v = rng.normal(size=(B, 4, 3)), rng.normal(size=(B, 6, 3)), rng.normal(size=(B, 6, d_v))
     mask = make_mask(mask_kind, rng, 4, 6)
-    weights = nn64.attention_weights(*native(nn64, [q, k, mask]))
-    out = nn64.attention(*native(nn64, [q, k, v, mask]))
+    weights = nn64.attention_weights(*to_native(nn64, [q, k, mask]))
+    out = nn64.attention(*to_native(nn64, [q, k, v, mask]))
     assert_matches(weights, ref.attention_weights(q, k, mask), op=f"attention_weights({mask_kind})")
     assert_matches(out, ref.attention(q, k, v, mask), op=f"attention({mask_kind}, d_v={d_v})")
 
@@ -197,8 +187,8 @@ def test_attention(nn64: TorchNNBackend, rng: np.random.Generator, d_v: int, mas
 def test_attention_batch_axes(nn64: TorchNNBackend, rng: np.random.Generator, lead: tuple) -> None:
     q, k, v = (rng.normal(size=(*lead, s, 4)) for s in (3, 5, 5))
     mask = random_mask(rng, (3, 5))
-    assert_matches(nn64.attention(*native(nn64, [q, k, v, mask])), ref.attention(q, k, v, mask), op="attention")
-    assert_matches(nn64.attention_weights(*native(nn64, [q, k, mask])), ref.attention_weights(q, k, mask),
+    assert_matches(nn64.attention(*to_native(nn64, [q, k, v, mask])), ref.attention(q, k, v, mask), op="attention")
+    assert_matches(nn64.attention_weights(*to_native(nn64, [q, k, mask])), ref.attention_weights(q, k, mask),
                    op="attention_weights")
 
 
@@ -213,7 +203,7 @@ def test_multi_head_attention(
     x_kv = x_q.copy() if self_attention else rng.normal(size=(B, s_k, 8))
     p = ref.init_params(CONFIG, 3)["decoder"][0]["cross_attn"]
     mask = make_mask(mask_kind, rng, 4, s_k)
-    out = nn64.multi_head_attention(*native(nn64, [x_q, x_kv, p]), num_heads, native(nn64, mask))
+    out = nn64.multi_head_attention(*to_native(nn64, [x_q, x_kv, p]), num_heads, to_native(nn64, mask))
     expected = ref.multi_head_attention(x_q, x_kv, p, num_heads, mask)
     assert_matches(out, expected, op=f"multi_head_attention(h={num_heads}, {mask_kind})")
 
@@ -224,7 +214,7 @@ def test_encoder_layer(nn64: TorchNNBackend, rng: np.random.Generator, variant: 
     config = model_config(*variant)
     p = ref.init_params(config, 4)["encoder"][0]
     x, mask = rng.normal(size=(B, S_SRC, 8)), make_mask(mask_kind, rng, S_SRC, S_SRC)
-    out = nn64.encoder_layer(*native(nn64, [x, p]), config, native(nn64, mask))
+    out = nn64.encoder_layer(*to_native(nn64, [x, p]), config, to_native(nn64, mask))
     assert_matches(out, ref.encoder_layer(x, p, config, mask), op=f"encoder_layer{variant}")
 
 
@@ -236,7 +226,7 @@ def test_decoder_layer(nn64: TorchNNBackend, rng: np.random.Generator, variant: 
     y, memory = rng.normal(size=(B, S_TGT, 8)), rng.normal(size=(B, S_SRC, 8))
     self_mask = make_mask(mask_kind, rng, S_TGT, S_TGT)
     cross_mask = padding_mask(rng, B, S_SRC)[:, None, :]
-    out = nn64.decoder_layer(*native(nn64, [y, memory, p]), config, *native(nn64, [self_mask, cross_mask]))
+    out = nn64.decoder_layer(*to_native(nn64, [y, memory, p]), config, *to_native(nn64, [self_mask, cross_mask]))
     assert_matches(out, ref.decoder_layer(y, memory, p, config, self_mask, cross_mask), op=f"decoder_layer{variant}")
 
 
@@ -249,7 +239,7 @@ def test_stacks(nn64: TorchNNBackend, rng: np.random.Generator, variant: tuple, 
     src_mask = None if padding == "none" else padding_mask(rng, B, S_SRC, right=padding == "right")
     # target padding on the right only: a left-padded query has every key masked (an edge case)
     tgt_mask = None if padding == "none" else padding_mask(rng, B, S_TGT, right=True)
-    n = native(nn64, {"params": params, "src": src, "tgt": tgt, "src_mask": src_mask, "tgt_mask": tgt_mask})
+    n = to_native(nn64, {"params": params, "src": src, "tgt": tgt, "src_mask": src_mask, "tgt_mask": tgt_mask})
     src_real = None if src_mask is None else src_mask  # padded positions: unspecified
     tgt_real = None if tgt_mask is None else tgt_mask
     memory = ref.encode(src, params, config, src_mask)
@@ -268,7 +258,7 @@ def test_stacks_with_zero_layers(nn64: TorchNNBackend, rng: np.random.Generator,
     config = model_config(True, final_norm, "relu", True, num_encoder_layers=n_enc, num_decoder_layers=n_dec)
     params = ref.init_params(config, 7)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
-    out = nn64.forward(*native(nn64, [src, tgt, params]), config)
+    out = nn64.forward(*to_native(nn64, [src, tgt, params]), config)
     assert_matches(out, ref.forward(src, tgt, params, config), op=f"forward({n_enc} + {n_dec} layers)")
 
 
@@ -277,7 +267,7 @@ def test_greedy_decode(nn64: TorchNNBackend, seed: int) -> None:
     config = model_config(*VARIANTS[seed])
     params, rng = ref.init_params(config, seed), np.random.default_rng(seed)
     src, src_mask = rng.integers(0, 11, (4, S_SRC)), padding_mask(rng, 4, S_SRC, right=True)
-    out = nn64.greedy_decode(*native(nn64, [src, params]), config, 7, 1, 2, nn64.asarray(src_mask))
+    out = nn64.greedy_decode(*to_native(nn64, [src, params]), config, 7, 1, 2, nn64.asarray(src_mask))
     np.testing.assert_array_equal(out.numpy(), ref.greedy_decode(src, params, config, 7, 1, 2, src_mask))
 
 
@@ -293,7 +283,7 @@ def test_nested_tensor_fast_path_is_taken_only_on_torch_nn(name: str, padded_is_
     config = model_config(False, False, "relu", True)
     params = ref.init_params(config, 8)
     src, src_mask = rng.integers(0, 11, (B, S_SRC)), np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], bool)
-    out = backend.encode(*native(backend, [src, params]), config, backend.asarray(src_mask)).numpy()
+    out = backend.encode(*to_native(backend, [src, params]), config, backend.asarray(src_mask)).numpy()
     assert (out[~src_mask] == 0).all() == padded_is_zero
     assert_matches(torch.tensor(out), ref.encode(src, params, config, src_mask), op="encode", where=src_mask)
 
@@ -309,7 +299,7 @@ def test_fast_path_self_attention_on_a_fully_masked_row(name: str, expect_nan: b
     p = ref.init_params(CONFIG, 9)["encoder"][0]["self_attn"]
     x, mask = rng.normal(size=(B, 4, 8)), random_mask(rng, (B, 4, 4))
     mask[:, 1, :] = False
-    out = backend.multi_head_attention(*native(backend, [x, x.copy(), p]), 2, backend.asarray(mask)).numpy()
+    out = backend.multi_head_attention(*to_native(backend, [x, x.copy(), p]), 2, backend.asarray(mask)).numpy()
     assert np.isnan(out[:, 1]).all() == expect_nan
     real = np.ones(out.shape[:2], bool)
     real[:, 1] = expect_nan is False
@@ -323,7 +313,7 @@ def test_attention_weights_use_need_weights_path(rng: np.random.Generator) -> No
     q, k = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4))
     mask = random_mask(rng, (2, 3, 5))
     mask[:, 0, :] = False
-    weights = backend.attention_weights(*native(backend, [q, k, mask])).numpy()
+    weights = backend.attention_weights(*to_native(backend, [q, k, mask])).numpy()
     assert np.isnan(weights[:, 0]).all()
     assert_matches(torch.tensor(weights[:, 1:]), ref.attention_weights(q, k, mask)[:, 1:], op="attention_weights")
 
@@ -335,7 +325,7 @@ def test_fastpath_setting_is_restored(name: str, before: bool, rng: np.random.Ge
     x, gamma, beta = rng.normal(size=(2, 4)), np.ones(4), np.zeros(4)
     torch.backends.mha.set_fastpath_enabled(before)
     try:
-        backend.layer_norm(*native(backend, [x, gamma, beta]), 1e-5)
+        backend.layer_norm(*to_native(backend, [x, gamma, beta]), 1e-5)
         assert torch.backends.mha.get_fastpath_enabled() is before
     finally:
         torch.backends.mha.set_fastpath_enabled(True)
@@ -369,7 +359,7 @@ def test_low_precision_forward_runs(name: str, dtype: str, rng: np.random.Genera
     params = ref.init_params(config, 10)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
     src_mask = padding_mask(rng, B, S_SRC, right=True)
-    out = backend.forward(*native(backend, [src, tgt, params]), config, backend.asarray(src_mask))
+    out = backend.forward(*to_native(backend, [src, tgt, params]), config, backend.asarray(src_mask))
     assert out.dtype == backend.torch_dtype and out.shape == (B, S_TGT, 7)
     assert np.isfinite(backend.to_numpy(out)).all()
 
@@ -381,6 +371,6 @@ def test_cuda_matches_reference(name: str) -> None:
     params, rng = ref.init_params(config, 11), np.random.default_rng(11)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
     src_mask = padding_mask(rng, B, S_SRC, right=True)
-    logits = backend.forward(*native(backend, [src, tgt, params]), config, backend.asarray(src_mask))
+    logits = backend.forward(*to_native(backend, [src, tgt, params]), config, backend.asarray(src_mask))
     assert logits.device.type == "cuda"
     assert_matches(logits, ref.forward(src, tgt, params, config, src_mask), op="forward(cuda)")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import reference as ref
 from backends import torch_sdpa
 from backends.torch_sdpa import TorchSDPABackend, factory
+from conformance.harness import to_native
 from tests.masks import padding_mask
 
 TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
@@ -48,21 +49,12 @@ def sdpa_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     return calls
 
 
-def native(backend: TorchSDPABackend, tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {key: native(backend, value) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [native(backend, value) for value in tree]
-    return None if tree is None else backend.asarray(np.asarray(tree))
-
-
 def assert_matches(actual: torch.Tensor, expected: np.ndarray, *, op: str) -> None:
     """``assert np.allclose(actual, expected)`` at the float64 tolerance, naming the op."""
     __tracebackhide__ = True
     got = actual.detach().cpu().numpy()
     assert got.shape == expected.shape, f"{op}: shape {got.shape}, but should be {expected.shape}"
     np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] torch-sdpa float64")
-
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "random", "key_padding"])
@@ -75,7 +67,7 @@ def test_attention(sdpa64: TorchSDPABackend, rng: np.random.Generator, sdpa_call
             "key_padding": padding_mask(rng, 1, 6)}[mask_kind]
     if mask_kind == "random":
         mask[..., 0] = True  # no fully masked row here: that edge case is the gate's
-    out = sdpa64.attention(*native(sdpa64, [q, k, v, mask]))
+    out = sdpa64.attention(*to_native(sdpa64, [q, k, v, mask]))
     assert_matches(out, ref.attention(q, k, v, mask), op=f"attention({mask_kind})")
     assert sdpa_calls == [(*lead, 4, 3)]
 
@@ -92,7 +84,7 @@ def test_multi_head_attention_goes_through_sdpa(sdpa64: TorchSDPABackend, rng: n
     x_q, x_kv = rng.normal(size=(B, 4, 8)), rng.normal(size=(B, 6, 8))
     p = ref.init_params(CONFIG, 1)["decoder"][0]["cross_attn"]
     mask = padding_mask(rng, B, 6)[:, None, :]
-    out = sdpa64.multi_head_attention(*native(sdpa64, [x_q, x_kv, p]), num_heads, sdpa64.asarray(mask))
+    out = sdpa64.multi_head_attention(*to_native(sdpa64, [x_q, x_kv, p]), num_heads, sdpa64.asarray(mask))
     assert_matches(out, ref.multi_head_attention(x_q, x_kv, p, num_heads, mask), op="multi_head_attention")
     assert sdpa_calls == [(B, num_heads, 4, 8 // num_heads)]
 
@@ -104,7 +96,7 @@ def test_forward_goes_through_sdpa_everywhere(sdpa64: TorchSDPABackend, rng: np.
     params = ref.init_params(config, 2)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
     src_mask, tgt_mask = padding_mask(rng, B, S_SRC), np.ones((B, S_TGT), dtype=bool)
-    n = native(sdpa64, {"src": src, "tgt": tgt, "params": params, "src_mask": src_mask, "tgt_mask": tgt_mask})
+    n = to_native(sdpa64, {"src": src, "tgt": tgt, "params": params, "src_mask": src_mask, "tgt_mask": tgt_mask})
     out = sdpa64.forward(n["src"], n["tgt"], n["params"], config, n["src_mask"], n["tgt_mask"])
     assert_matches(out, ref.forward(src, tgt, params, config, src_mask, tgt_mask), op="forward")
     # 2 encoder self-attentions + 2 x (decoder self + cross)
@@ -114,7 +106,7 @@ def test_forward_goes_through_sdpa_everywhere(sdpa64: TorchSDPABackend, rng: np.
 def test_greedy_decode(sdpa64: TorchSDPABackend) -> None:
     params, rng = ref.init_params(CONFIG, 3), np.random.default_rng(3)
     src, src_mask = rng.integers(0, 11, (4, S_SRC)), padding_mask(rng, 4, S_SRC)
-    out = sdpa64.greedy_decode(*native(sdpa64, [src, params]), CONFIG, 7, 1, 2, sdpa64.asarray(src_mask))
+    out = sdpa64.greedy_decode(*to_native(sdpa64, [src, params]), CONFIG, 7, 1, 2, sdpa64.asarray(src_mask))
     np.testing.assert_array_equal(out.numpy(), ref.greedy_decode(src, params, CONFIG, 7, 1, 2, src_mask))
 
 
