@@ -5,6 +5,7 @@ import pytest
 
 from conformance import record
 from conformance.assertions import assert_close, assert_equal, assert_true
+from tests.matching import assert_matches_reference
 
 
 class Fake:
@@ -64,3 +65,13 @@ def test_a_failure_is_recorded_for_the_report():
     finally:
         record.stop()
     assert rec.worst_ratio == pytest.approx(2.0) and rec.failure.startswith("fake[float32, cpu].x: out[0] = 3.0")
+
+
+def test_the_adapter_tests_comparison_fails_on_a_wrong_value_dtype_shape_or_nan():
+    """tests/matching.py, used by every adapter test, can fail: value, dtype, shape and NaN."""
+    expected = np.linspace(0.0, 1.0, 6).reshape(2, 3)
+    assert_matches_reference(expected.copy(), expected, op="same")
+    for wrong, why in ((expected + 1e-9, "Not equal"), (expected.astype(np.float32), "float32"),
+                       (expected.T, "shape"), (np.where(expected > 0.5, np.nan, expected), "nan")):
+        with pytest.raises(AssertionError, match=why):
+            assert_matches_reference(wrong, expected, op="wrong")

@@ -20,8 +20,8 @@ import reference as ref
 from backends import jax_backend
 from conformance.harness import to_native
 from tests.masks import padding_mask, random_mask
+from tests.matching import assert_matches_reference
 
-TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
 CONFIG: dict[str, Any] = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder_layers": 2,
                           "num_decoder_layers": 2, "src_vocab_size": 11, "tgt_vocab_size": 7}
 B, S_SRC, S_TGT = 3, 5, 4
@@ -39,18 +39,6 @@ def jax64() -> jax_backend.JaxBackend:
 @pytest.fixture
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-def assert_matches(backend: jax_backend.JaxBackend, actual: Any, expected: np.ndarray, *, op: str,
-                   where: np.ndarray | None = None) -> None:
-    """``assert np.allclose(actual[where], expected[where])`` at the float64 tolerance; NaN fails."""
-    __tracebackhide__ = True
-    got = backend.to_numpy(actual)
-    assert got.dtype == np.float64, f"{op}: returned {got.dtype}"
-    assert got.shape == expected.shape, f"{op}: shape {got.shape}, but should be {expected.shape}"
-    if where is not None:
-        got, expected = got[where], expected[where]
-    np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] jax float64")
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool) -> dict:
@@ -129,20 +117,20 @@ def test_softmax(jax64: jax_backend.JaxBackend, rng: np.random.Generator) -> Non
     x = rng.normal(0, 3, (B, 4, 6))
     x[rng.random(x.shape) < 0.3] = -np.inf
     x[..., 0] = 0.0  # some -inf entries, but no row of them all (that is the gate's edge case)
-    assert_matches(jax64, jax64.softmax(jax64.asarray(x), axis=-1), ref.softmax(x, axis=-1), op="softmax")
+    assert_matches_reference(jax64.softmax(jax64.asarray(x), axis=-1), ref.softmax(x, axis=-1), op="softmax")
 
 
 def test_elementary_ops(jax64: jax_backend.JaxBackend, rng: np.random.Generator) -> None:
-    assert_matches(jax64, jax64.positional_encoding(S_SRC, 8), ref.positional_encoding(S_SRC, 8),
+    assert_matches_reference(jax64.positional_encoding(S_SRC, 8), ref.positional_encoding(S_SRC, 8),
                    op="positional_encoding")
     ids, table = rng.integers(0, 9, (B, S_SRC)), rng.normal(size=(9, 8))
-    assert_matches(jax64, jax64.embedding(*to_native(jax64, [ids, table])), ref.embedding(ids, table), op="embedding")
+    assert_matches_reference(jax64.embedding(*to_native(jax64, [ids, table])), ref.embedding(ids, table), op="embedding")
     x, gamma, beta = rng.normal(3.0, 2.0, (B, S_SRC, 8)), rng.normal(1.0, 0.1, 8), rng.normal(0.0, 0.1, 8)
-    assert_matches(jax64, jax64.layer_norm(*to_native(jax64, [x, gamma, beta]), 1e-5),
+    assert_matches_reference(jax64.layer_norm(*to_native(jax64, [x, gamma, beta]), 1e-5),
                    ref.layer_norm(x, gamma, beta, 1e-5), op="layer_norm")
     p = ref.init_params(CONFIG, 1)["encoder"][0]["ffn"]
     for activation in ("relu", "gelu"):
-        assert_matches(jax64, jax64.feed_forward(jax64.asarray(x), to_native(jax64, p), activation),
+        assert_matches_reference(jax64.feed_forward(jax64.asarray(x), to_native(jax64, p), activation),
                        ref.feed_forward(x, p, activation), op=f"feed_forward({activation})")
 
 
@@ -151,9 +139,9 @@ def test_attention(jax64: jax_backend.JaxBackend, rng: np.random.Generator, mask
     q, k, v = rng.normal(size=(B, 4, 3)), rng.normal(size=(B, 6, 3)), rng.normal(size=(B, 6, 5))
     mask = {"none": None, "causal": np.tril(np.ones((4, 6), dtype=bool)),
             "random": random_mask(rng, (B, 4, 6))}[mask_kind]
-    assert_matches(jax64, jax64.attention_weights(*to_native(jax64, [q, k, mask])), ref.attention_weights(q, k, mask),
+    assert_matches_reference(jax64.attention_weights(*to_native(jax64, [q, k, mask])), ref.attention_weights(q, k, mask),
                    op=f"attention_weights({mask_kind})")
-    assert_matches(jax64, jax64.attention(*to_native(jax64, [q, k, v, mask])), ref.attention(q, k, v, mask),
+    assert_matches_reference(jax64.attention(*to_native(jax64, [q, k, v, mask])), ref.attention(q, k, v, mask),
                    op=f"attention({mask_kind})")
 
 
@@ -163,7 +151,7 @@ def test_multi_head_attention(jax64: jax_backend.JaxBackend, rng: np.random.Gene
     p = ref.init_params(CONFIG, 2)["decoder"][0]["cross_attn"]
     mask = random_mask(rng, (B, 4, 6))
     out = jax64.multi_head_attention(*to_native(jax64, [x_q, x_kv, p]), num_heads, jax64.asarray(mask))
-    assert_matches(jax64, out, ref.multi_head_attention(x_q, x_kv, p, num_heads, mask),
+    assert_matches_reference(out, ref.multi_head_attention(x_q, x_kv, p, num_heads, mask),
                    op=f"multi_head_attention(h={num_heads})")
 
 
@@ -175,10 +163,10 @@ def test_layers(jax64: jax_backend.JaxBackend, rng: np.random.Generator, variant
     self_mask = np.tril(np.ones((S_TGT, S_TGT), dtype=bool))
     cross_mask = padding_mask(rng, B, S_SRC)[:, None, :]
     enc = jax64.encoder_layer(*to_native(jax64, [memory, params["encoder"][0]]), config, jax64.asarray(cross_mask))
-    assert_matches(jax64, enc, ref.encoder_layer(memory, params["encoder"][0], config, cross_mask), op="encoder_layer")
+    assert_matches_reference(enc, ref.encoder_layer(memory, params["encoder"][0], config, cross_mask), op="encoder_layer")
     dec = jax64.decoder_layer(*to_native(jax64, [x, memory, params["decoder"][0]]), config,
                               *to_native(jax64, [self_mask, cross_mask]))
-    assert_matches(jax64, dec, ref.decoder_layer(x, memory, params["decoder"][0], config, self_mask, cross_mask),
+    assert_matches_reference(dec, ref.decoder_layer(x, memory, params["decoder"][0], config, self_mask, cross_mask),
                    op="decoder_layer")
 
 
@@ -190,12 +178,12 @@ def test_stacks_and_greedy_decode(jax64: jax_backend.JaxBackend, rng: np.random.
     src_mask, tgt_mask = padding_mask(rng, B, S_SRC), padding_mask(rng, B, S_TGT, right=True)
     n = to_native(jax64, {"params": params, "src": src, "tgt": tgt, "src_mask": src_mask, "tgt_mask": tgt_mask})
     memory = ref.encode(src, params, config, src_mask)
-    assert_matches(jax64, jax64.encode(n["src"], n["params"], config, n["src_mask"]), memory, op="encode",
+    assert_matches_reference(jax64.encode(n["src"], n["params"], config, n["src_mask"]), memory, op="encode",
                    where=src_mask)
-    assert_matches(jax64, jax64.decode(n["tgt"], jax64.asarray(memory), n["params"], config, n["src_mask"],
+    assert_matches_reference(jax64.decode(n["tgt"], jax64.asarray(memory), n["params"], config, n["src_mask"],
                                        n["tgt_mask"]),
                    ref.decode(tgt, memory, params, config, src_mask, tgt_mask), op="decode", where=tgt_mask)
-    assert_matches(jax64, jax64.forward(n["src"], n["tgt"], n["params"], config, n["src_mask"], n["tgt_mask"]),
+    assert_matches_reference(jax64.forward(n["src"], n["tgt"], n["params"], config, n["src_mask"], n["tgt_mask"]),
                    ref.forward(src, tgt, params, config, src_mask, tgt_mask), op="forward", where=tgt_mask)
     tokens = jax64.greedy_decode(n["src"], n["params"], config, 6, 1, 2, n["src_mask"])
     np.testing.assert_array_equal(np.asarray(tokens), ref.greedy_decode(src, params, config, 6, 1, 2, src_mask))

@@ -17,8 +17,8 @@ from backends.contract import OPS
 from backends.torch_backend import TorchBackend, factory
 from conformance.harness import to_native
 from tests.masks import padding_mask
+from tests.matching import assert_matches_reference
 
-FLOAT64_TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
 LOW_PRECISIONS = ("float32", "float16", "bfloat16")
 
 CONFIG: dict[str, Any] = {
@@ -42,15 +42,6 @@ VARIANTS = [
 
 
 # -- plumbing ---------------------------------------------------------------------------------
-
-
-def assert_matches_reference(actual: torch.Tensor, expected: np.ndarray, *, op: str) -> None:
-    """``assert np.allclose(actual, expected)`` at the float64 tolerance, naming the op;
-    np.testing reports the worst abs/rel error and how many elements failed."""
-    __tracebackhide__ = True
-    got = actual.detach().cpu().numpy()
-    assert got.shape == expected.shape, f"{op}: shape {got.shape}, but should be {expected.shape}"
-    np.testing.assert_allclose(got, expected, **FLOAT64_TOLERANCE, err_msg=f"[{op}] torch float64")
 
 
 def attention_mask(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

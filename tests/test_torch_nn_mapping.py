@@ -31,8 +31,8 @@ from backends.torch_nn import (
 )
 from conformance.harness import to_native
 from tests.masks import padding_mask, random_mask
+from tests.matching import assert_matches_reference
 
-TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
 CONFIG: dict[str, Any] = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder_layers": 2,
                           "num_decoder_layers": 2, "src_vocab_size": 11, "tgt_vocab_size": 7}
 B, S_SRC, S_TGT = 3, 5, 4
@@ -56,16 +56,6 @@ def nn64(request: pytest.FixtureRequest) -> TorchNNBackend:
 @pytest.fixture
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-def assert_matches(actual: torch.Tensor, expected: np.ndarray, *, op: str, where: np.ndarray | None = None) -> None:
-    """``assert np.allclose(actual[where], expected[where])`` at the float64 tolerance; NaN fails."""
-    __tracebackhide__ = True
-    got = actual.detach().cpu().numpy()
-    assert got.shape == expected.shape, f"{op}: shape {got.shape}, but should be {expected.shape}"
-    if where is not None:
-        got, expected = got[where], expected[where]
-    np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] torch.nn float64")
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool, **extra: Any) -> dict:
@@ -100,7 +90,7 @@ def test_mha_state_loads_strictly_and_reproduces_the_reference(rng: np.random.Ge
     x_q, x_kv = rng.normal(size=(B, 4, 8)), rng.normal(size=(B, 6, 8))
     with torch.no_grad():
         out, _ = mha(torch.tensor(x_q), torch.tensor(x_kv), torch.tensor(x_kv), need_weights=False)
-    assert_matches(out, ref.multi_head_attention(x_q, x_kv, p, 2), op="mha_state")
+    assert_matches_reference(out, ref.multi_head_attention(x_q, x_kv, p, 2), op="mha_state")
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -169,7 +159,7 @@ def test_causal_disallowed_masks_the_future() -> None:
 def test_layer_norm(nn64: TorchNNBackend, rng: np.random.Generator, eps: float) -> None:
     x, gamma, beta = rng.normal(3.0, 2.0, (B, S_SRC, 8)), rng.normal(1.0, 0.1, 8), rng.normal(0.0, 0.1, 8)
     out = nn64.layer_norm(*to_native(nn64, [x, gamma, beta]), eps)
-    assert_matches(out, ref.layer_norm(x, gamma, beta, eps), op="layer_norm")
+    assert_matches_reference(out, ref.layer_norm(x, gamma, beta, eps), op="layer_norm")
 
 
 @pytest.mark.parametrize("d_v", [2, 3, 7])  # < d_k, = d_k, > d_k (V goes in d_k-wide blocks)
@@ -179,16 +169,16 @@ def test_attention(nn64: TorchNNBackend, rng: np.random.Generator, d_v: int, mas
     mask = make_mask(mask_kind, rng, 4, 6)
     weights = nn64.attention_weights(*to_native(nn64, [q, k, mask]))
     out = nn64.attention(*to_native(nn64, [q, k, v, mask]))
-    assert_matches(weights, ref.attention_weights(q, k, mask), op=f"attention_weights({mask_kind})")
-    assert_matches(out, ref.attention(q, k, v, mask), op=f"attention({mask_kind}, d_v={d_v})")
+    assert_matches_reference(weights, ref.attention_weights(q, k, mask), op=f"attention_weights({mask_kind})")
+    assert_matches_reference(out, ref.attention(q, k, v, mask), op=f"attention({mask_kind}, d_v={d_v})")
 
 
 @pytest.mark.parametrize("lead", [(), (2, 3)])
 def test_attention_batch_axes(nn64: TorchNNBackend, rng: np.random.Generator, lead: tuple) -> None:
     q, k, v = (rng.normal(size=(*lead, s, 4)) for s in (3, 5, 5))
     mask = random_mask(rng, (3, 5))
-    assert_matches(nn64.attention(*to_native(nn64, [q, k, v, mask])), ref.attention(q, k, v, mask), op="attention")
-    assert_matches(nn64.attention_weights(*to_native(nn64, [q, k, mask])), ref.attention_weights(q, k, mask),
+    assert_matches_reference(nn64.attention(*to_native(nn64, [q, k, v, mask])), ref.attention(q, k, v, mask), op="attention")
+    assert_matches_reference(nn64.attention_weights(*to_native(nn64, [q, k, mask])), ref.attention_weights(q, k, mask),
                    op="attention_weights")
 
 
@@ -205,7 +195,7 @@ def test_multi_head_attention(
     mask = make_mask(mask_kind, rng, 4, s_k)
     out = nn64.multi_head_attention(*to_native(nn64, [x_q, x_kv, p]), num_heads, to_native(nn64, mask))
     expected = ref.multi_head_attention(x_q, x_kv, p, num_heads, mask)
-    assert_matches(out, expected, op=f"multi_head_attention(h={num_heads}, {mask_kind})")
+    assert_matches_reference(out, expected, op=f"multi_head_attention(h={num_heads}, {mask_kind})")
 
 
 @pytest.mark.parametrize("mask_kind", MASK_KINDS)
@@ -215,7 +205,7 @@ def test_encoder_layer(nn64: TorchNNBackend, rng: np.random.Generator, variant: 
     p = ref.init_params(config, 4)["encoder"][0]
     x, mask = rng.normal(size=(B, S_SRC, 8)), make_mask(mask_kind, rng, S_SRC, S_SRC)
     out = nn64.encoder_layer(*to_native(nn64, [x, p]), config, to_native(nn64, mask))
-    assert_matches(out, ref.encoder_layer(x, p, config, mask), op=f"encoder_layer{variant}")
+    assert_matches_reference(out, ref.encoder_layer(x, p, config, mask), op=f"encoder_layer{variant}")
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "random"])
@@ -227,7 +217,7 @@ def test_decoder_layer(nn64: TorchNNBackend, rng: np.random.Generator, variant: 
     self_mask = make_mask(mask_kind, rng, S_TGT, S_TGT)
     cross_mask = padding_mask(rng, B, S_SRC)[:, None, :]
     out = nn64.decoder_layer(*to_native(nn64, [y, memory, p]), config, *to_native(nn64, [self_mask, cross_mask]))
-    assert_matches(out, ref.decoder_layer(y, memory, p, config, self_mask, cross_mask), op=f"decoder_layer{variant}")
+    assert_matches_reference(out, ref.decoder_layer(y, memory, p, config, self_mask, cross_mask), op=f"decoder_layer{variant}")
 
 
 @pytest.mark.parametrize("padding", ["none", "right", "pattern"])
@@ -243,11 +233,11 @@ def test_stacks(nn64: TorchNNBackend, rng: np.random.Generator, variant: tuple, 
     src_real = None if src_mask is None else src_mask  # padded positions: unspecified
     tgt_real = None if tgt_mask is None else tgt_mask
     memory = ref.encode(src, params, config, src_mask)
-    assert_matches(nn64.encode(n["src"], n["params"], config, n["src_mask"]), memory,
+    assert_matches_reference(nn64.encode(n["src"], n["params"], config, n["src_mask"]), memory,
                    op=f"encode{variant}", where=src_real)
-    assert_matches(nn64.decode(n["tgt"], nn64.asarray(memory), n["params"], config, n["src_mask"], n["tgt_mask"]),
+    assert_matches_reference(nn64.decode(n["tgt"], nn64.asarray(memory), n["params"], config, n["src_mask"], n["tgt_mask"]),
                    ref.decode(tgt, memory, params, config, src_mask, tgt_mask), op=f"decode{variant}", where=tgt_real)
-    assert_matches(nn64.forward(n["src"], n["tgt"], n["params"], config, n["src_mask"], n["tgt_mask"]),
+    assert_matches_reference(nn64.forward(n["src"], n["tgt"], n["params"], config, n["src_mask"], n["tgt_mask"]),
                    ref.forward(src, tgt, params, config, src_mask, tgt_mask), op=f"forward{variant}", where=tgt_real)
 
 
@@ -259,7 +249,7 @@ def test_stacks_with_zero_layers(nn64: TorchNNBackend, rng: np.random.Generator,
     params = ref.init_params(config, 7)
     src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
     out = nn64.forward(*to_native(nn64, [src, tgt, params]), config)
-    assert_matches(out, ref.forward(src, tgt, params, config), op=f"forward({n_enc} + {n_dec} layers)")
+    assert_matches_reference(out, ref.forward(src, tgt, params, config), op=f"forward({n_enc} + {n_dec} layers)")
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -285,7 +275,7 @@ def test_nested_tensor_fast_path_is_taken_only_on_torch_nn(name: str, padded_is_
     src, src_mask = rng.integers(0, 11, (B, S_SRC)), np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], bool)
     out = backend.encode(*to_native(backend, [src, params]), config, backend.asarray(src_mask)).numpy()
     assert (out[~src_mask] == 0).all() == padded_is_zero
-    assert_matches(torch.tensor(out), ref.encode(src, params, config, src_mask), op="encode", where=src_mask)
+    assert_matches_reference(torch.tensor(out), ref.encode(src, params, config, src_mask), op="encode", where=src_mask)
 
 
 @pytest.mark.parametrize(("name", "expect_nan"), [("torch-nn", True), ("torch-nn-slowpath", False)])
@@ -303,7 +293,7 @@ def test_fast_path_self_attention_on_a_fully_masked_row(name: str, expect_nan: b
     assert np.isnan(out[:, 1]).all() == expect_nan
     real = np.ones(out.shape[:2], bool)
     real[:, 1] = expect_nan is False
-    assert_matches(torch.tensor(out), ref.multi_head_attention(x, x, p, 2, mask), op="mha", where=real)
+    assert_matches_reference(torch.tensor(out), ref.multi_head_attention(x, x, p, 2, mask), op="mha", where=real)
 
 
 def test_attention_weights_use_need_weights_path(rng: np.random.Generator) -> None:
@@ -315,7 +305,7 @@ def test_attention_weights_use_need_weights_path(rng: np.random.Generator) -> No
     mask[:, 0, :] = False
     weights = backend.attention_weights(*to_native(backend, [q, k, mask])).numpy()
     assert np.isnan(weights[:, 0]).all()
-    assert_matches(torch.tensor(weights[:, 1:]), ref.attention_weights(q, k, mask)[:, 1:], op="attention_weights")
+    assert_matches_reference(torch.tensor(weights[:, 1:]), ref.attention_weights(q, k, mask)[:, 1:], op="attention_weights")
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -373,4 +363,4 @@ def test_cuda_matches_reference(name: str) -> None:
     src_mask = padding_mask(rng, B, S_SRC, right=True)
     logits = backend.forward(*to_native(backend, [src, tgt, params]), config, backend.asarray(src_mask))
     assert logits.device.type == "cuda"
-    assert_matches(logits, ref.forward(src, tgt, params, config, src_mask), op="forward(cuda)")
+    assert_matches_reference(logits, ref.forward(src, tgt, params, config, src_mask), op="forward(cuda)")

@@ -17,8 +17,8 @@ from backends import torch_sdpa
 from backends.torch_sdpa import TorchSDPABackend, factory
 from conformance.harness import to_native
 from tests.masks import padding_mask
+from tests.matching import assert_matches_reference
 
-TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
 CONFIG: dict[str, Any] = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder_layers": 2,
                           "num_decoder_layers": 2, "src_vocab_size": 11, "tgt_vocab_size": 7}
 B, S_SRC, S_TGT = 3, 5, 4
@@ -49,14 +49,6 @@ def sdpa_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     return calls
 
 
-def assert_matches(actual: torch.Tensor, expected: np.ndarray, *, op: str) -> None:
-    """``assert np.allclose(actual, expected)`` at the float64 tolerance, naming the op."""
-    __tracebackhide__ = True
-    got = actual.detach().cpu().numpy()
-    assert got.shape == expected.shape, f"{op}: shape {got.shape}, but should be {expected.shape}"
-    np.testing.assert_allclose(got, expected, **TOLERANCE, err_msg=f"[{op}] torch-sdpa float64")
-
-
 @pytest.mark.parametrize("mask_kind", ["none", "causal", "random", "key_padding"])
 @pytest.mark.parametrize("lead", [(), (B,), (2, 3)])
 def test_attention(sdpa64: TorchSDPABackend, rng: np.random.Generator, sdpa_calls: list, lead: tuple,
@@ -68,7 +60,7 @@ def test_attention(sdpa64: TorchSDPABackend, rng: np.random.Generator, sdpa_call
     if mask_kind == "random":
         mask[..., 0] = True  # no fully masked row here: that edge case is the gate's
     out = sdpa64.attention(*to_native(sdpa64, [q, k, v, mask]))
-    assert_matches(out, ref.attention(q, k, v, mask), op=f"attention({mask_kind})")
+    assert_matches_reference(out, ref.attention(q, k, v, mask), op=f"attention({mask_kind})")
     assert sdpa_calls == [(*lead, 4, 3)]
 
 
@@ -85,7 +77,7 @@ def test_multi_head_attention_goes_through_sdpa(sdpa64: TorchSDPABackend, rng: n
     p = ref.init_params(CONFIG, 1)["decoder"][0]["cross_attn"]
     mask = padding_mask(rng, B, 6)[:, None, :]
     out = sdpa64.multi_head_attention(*to_native(sdpa64, [x_q, x_kv, p]), num_heads, sdpa64.asarray(mask))
-    assert_matches(out, ref.multi_head_attention(x_q, x_kv, p, num_heads, mask), op="multi_head_attention")
+    assert_matches_reference(out, ref.multi_head_attention(x_q, x_kv, p, num_heads, mask), op="multi_head_attention")
     assert sdpa_calls == [(B, num_heads, 4, 8 // num_heads)]
 
 
@@ -98,7 +90,7 @@ def test_forward_goes_through_sdpa_everywhere(sdpa64: TorchSDPABackend, rng: np.
     src_mask, tgt_mask = padding_mask(rng, B, S_SRC), np.ones((B, S_TGT), dtype=bool)
     n = to_native(sdpa64, {"src": src, "tgt": tgt, "params": params, "src_mask": src_mask, "tgt_mask": tgt_mask})
     out = sdpa64.forward(n["src"], n["tgt"], n["params"], config, n["src_mask"], n["tgt_mask"])
-    assert_matches(out, ref.forward(src, tgt, params, config, src_mask, tgt_mask), op="forward")
+    assert_matches_reference(out, ref.forward(src, tgt, params, config, src_mask, tgt_mask), op="forward")
     # 2 encoder self-attentions + 2 x (decoder self + cross)
     assert len(sdpa_calls) == CONFIG["num_encoder_layers"] + 2 * CONFIG["num_decoder_layers"]
 
