@@ -18,7 +18,7 @@ from scipy import special
 from reference._checks import check_axis, check_ids, check_int, check_mask, float_tree, floats
 from reference.config import ACTIVATIONS
 from reference.params import attention_shapes, ffn_shapes, norm_shapes
-from reference.precision import as_float, check_dtype, rounded
+from reference.precision import arithmetic, as_float, check_dtype, rounded
 
 Params = Mapping[str, Any]
 
@@ -64,9 +64,10 @@ def positional_encoding(seq_len: int, d_model: int, *, dtype: str = "float64") -
 
 
 def _positional_encoding(seq_len: int, d_model: int, dtype: str) -> np.ndarray:
-    pos = rounded(np.arange(seq_len), dtype)[:, None]                     # (S, 1)
-    two_i = rounded(np.arange(0, d_model, 2), dtype)[None, :]              # (1, d_model/2)
-    angle = rounded(pos / rounded(10000.0 ** (two_i / d_model), dtype), dtype)  # (S, d_model/2)
+    at = arithmetic(dtype)                                                 # angles in >= float32
+    pos = rounded(np.arange(seq_len), at)[:, None]                         # (S, 1)
+    two_i = rounded(np.arange(0, d_model, 2), at)[None, :]                 # (1, d_model/2)
+    angle = rounded(pos / rounded(10000.0 ** (two_i / d_model), at), at)   # (S, d_model/2)
     pe = np.empty((seq_len, d_model), dtype=angle.dtype)
     pe[:, 0::2] = np.sin(angle)
     pe[:, 1::2] = np.cos(angle)

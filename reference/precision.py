@@ -1,24 +1,19 @@
 """Precisions the reference can be evaluated at.
 
 The reference is float64 ground truth. The *same* functions can also be evaluated at a lower
-precision, for one purpose only: the naive same-precision baseline of the tolerance model
-(conformance/TOLERANCES.md). float32 and float16 are NumPy's own arithmetic; bfloat16 is
+precision, for one purpose only: the built-in ``numpy`` backend, the naive equations at that
+precision (backends/numpy_backend.py). float32 and float16 are NumPy's own arithmetic; bfloat16 is
 emulated by computing in float32 and rounding every stored value (each function's inputs and
 outputs) to bfloat16's 8-bit mantissa, round-to-nearest-even (``ml_dtypes``).
 
 Choices: bfloat16 rounds at function boundaries (after each matmul, softmax, norm, ...), not
-after every scalar operation, which is what fused bfloat16 kernels do too.
-
-``perturbed(fn)``: within the block, every value the float64 evaluation stores at those same
-places (its inputs and each function's result) is passed through ``fn``; the tolerance model
-uses it to perturb each of them by a relative u (conformance/TOLERANCES.md).
+after every scalar operation, which is what fused bfloat16 kernels do too. At float16 and
+bfloat16 the positional encoding's angles, which every library computes in float32 (positions
+above 256 are not even representable in bfloat16), are held at ``arithmetic(dtype)`` = float32
+and only the table is stored in half precision (backends/CONTRACT.md).
 """
 
 from __future__ import annotations
-
-import contextlib
-import contextvars
-from collections.abc import Callable, Iterator
 
 import ml_dtypes
 import numpy as np
@@ -36,24 +31,16 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+def arithmetic(dtype: str) -> str:
+    """The precision a correct implementation at ``dtype`` computes and accumulates in:
+    float32 for the half precisions (which store in half), the dtype itself otherwise."""
+    return "float32" if check_dtype(dtype) in ("float16", "bfloat16") else dtype
+
+
 def unit_roundoff(dtype: str) -> float:
     """u = 2^-p for a p-bit significand (half the machine epsilon): the largest relative
     error of one correctly rounded operation."""
     return float(ml_dtypes.finfo(_STORAGE[check_dtype(dtype)]).eps) / 2
-
-
-_PERTURBATION: contextvars.ContextVar[Callable[[np.ndarray], np.ndarray] | None] = contextvars.ContextVar(
-    "perturbation", default=None)
-
-
-@contextlib.contextmanager
-def perturbed(fn: Callable[[np.ndarray], np.ndarray]) -> Iterator[None]:
-    """Within the block, float64 evaluations pass every stored value through ``fn``."""
-    token = _PERTURBATION.set(fn)
-    try:
-        yield
-    finally:
-        _PERTURBATION.reset(token)
 
 
 def rounded(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -62,8 +49,6 @@ def rounded(x: np.ndarray, dtype: str) -> np.ndarray:
         x = np.asarray(x, dtype=_COMPUTE[dtype])
         if dtype == "bfloat16":
             return x.astype(ml_dtypes.bfloat16).astype(np.float32)
-    if dtype == "float64" and (perturb := _PERTURBATION.get()) is not None:
-        return perturb(x)
     return x
 
 
