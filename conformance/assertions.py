@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance import record
+from conformance import record, tolerances
 from conformance.harness import label
 
 
@@ -54,6 +54,31 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
                f"(abs err {d:.3g}, rel err {rel:.3g}, tolerance {t:.3g}, {worst_ratio:.3g} x over); "
                f"{failing} of {int(mask.sum())} compared elements exceed their tolerance {_tag(what)}")
     record.note_failure(message, worst_ratio)
+    raise AssertionError(message)
+
+
+def assert_no_systematic_error(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray, backend: Any,
+                               op: str, what: str = "", where: np.ndarray | None = None) -> float:
+    """``assert rms(|actual - expected| / tol) <= RMS_LIMIT`` over the compared elements, when
+    there are at least MIN_COUNT of them (conformance/tolerances.py): errors that each stay
+    inside their bound but add up to a consistent deviation (a tanh GELU, a misplaced eps).
+    Returns the root-mean-square ratio."""
+    __tracebackhide__ = True
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    mask = np.ones(expected.shape, bool) if where is None else np.broadcast_to(where, expected.shape)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        err = np.where(actual == expected, 0.0, np.abs(actual - expected))
+        ratio = np.where(err == 0, 0.0, err / np.broadcast_to(tol, expected.shape))[mask]
+    rms = tolerances.rms_ratio(ratio)
+    if ratio.size < tolerances.MIN_COUNT or rms <= tolerances.RMS_LIMIT:
+        return rms
+    signed = np.where(err == 0, 0.0, (actual - expected) / np.broadcast_to(tol, expected.shape))[mask]
+    message = (f"{label(backend, op)}: systematic error: every element is within its tolerance, but the "
+               f"root mean square of err/tol over the {ratio.size} compared elements is {rms:.3g} "
+               f"(limit {tolerances.RMS_LIMIT:g}; mean signed err/tol {float(np.mean(signed)):+.3g}): a small "
+               f"consistent deviation from the equation (an approximation, a misplaced constant, a lower "
+               f"precision somewhere) rather than rounding {_tag(what)}")
+    record.note_failure(message, rms / tolerances.RMS_LIMIT)
     raise AssertionError(message)
 
 

@@ -227,14 +227,13 @@ def case_d_model(case: Case) -> int | None:
 
 
 def expected_for(case: Case, dtype: str) -> tuple[list, dict, Any]:
-    """The case's inputs rounded to ``dtype`` and the full rule's Expected (every stage)."""
+    """The case's inputs rounded to ``dtype`` and its Expected."""
     args, kwargs = rounded_inputs(case.args, dtype), rounded_inputs(case.kwargs, dtype)
-    return args, kwargs, expected(case.op, args, kwargs, dtype=dtype, axis=case.axis)
+    return args, kwargs, expected(case.op, args, kwargs, dtype=dtype)
 
 
-def worst_ratio(backend: Any, case: Case, prepared: tuple[list, dict, Any] | None = None) -> float:
-    """max |out - ref| / tol over the compared positions under the full rule (what
-    assert_close checks against 1; the tests' staged check reaches the same verdict)."""
+def ratios(backend: Any, case: Case, prepared: tuple[list, dict, Any] | None = None) -> np.ndarray:
+    """|out - ref| / tol at the compared positions (flattened)."""
     args, kwargs, want = prepared or expected_for(case, backend.dtype)
     got = call_op(backend, case.op, *args, shape=want.value.shape, **kwargs)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -242,7 +241,13 @@ def worst_ratio(backend: Any, case: Case, prepared: tuple[list, dict, Any] | Non
         ratio = np.where(err == 0, 0.0, err / want.tol)
     ratio = np.nan_to_num(ratio, nan=np.inf)
     if case.where is not None:
-        ratio = np.where(np.broadcast_to(case.where, ratio.shape), ratio, 0.0)
+        return ratio[np.broadcast_to(case.where, ratio.shape)]
+    return ratio.ravel()
+
+
+def worst_ratio(backend: Any, case: Case, prepared: tuple[list, dict, Any] | None = None) -> float:
+    """max |out - ref| / tol over the compared positions (what assert_close checks against 1)."""
+    ratio = ratios(backend, case, prepared)
     return float(ratio.max()) if ratio.size else 0.0
 
 
@@ -283,7 +288,7 @@ def _run(job: tuple[str, str, int, int, list[str], int | None]) -> list[str]:
     chosen = backends(names)
     rng = np.random.default_rng([seed, len(op), sum(map(ord, op)), kind == "deep"])
     cases = [random_case(op, rng, deep=kind == "deep") for _ in range(count)]
-    ratios: dict[str, list[float]] = {}
+    found: dict[str, list[float]] = {}
     seconds = time.perf_counter()
     for case in cases:
         prepared: dict[str, Any] = {}
@@ -292,13 +297,16 @@ def _run(job: tuple[str, str, int, int, list[str], int | None]) -> list[str]:
             label = name if d_model is None or d_model >= min_d_model(backend.dtype) else f"{name} d_model={d_model}"
             if backend.dtype not in prepared:
                 prepared[backend.dtype] = expected_for(case, backend.dtype)
-            ratio = worst_ratio(backend, case, prepared[backend.dtype])
-            ratios.setdefault(label, []).append(ratio)
+            compared = ratios(backend, case, prepared[backend.dtype])
+            ratio = float(compared.max()) if compared.size else 0.0
+            found.setdefault(label, []).append(ratio)
+            if compared.size >= tolerances.MIN_COUNT:
+                found.setdefault(f"{label} rms", []).append(tolerances.rms_ratio(compared))
             if name in LIARS and informative(case, prepared[backend.dtype][2]):
-                ratios.setdefault(f"{name} informative", []).append(ratio)
+                found.setdefault(f"{name} informative", []).append(ratio)
     seconds = time.perf_counter() - seconds
     lines = []
-    for label, values in ratios.items():
+    for label, values in found.items():
         r = np.array(values)
         lines.append(f"{op:21s} {kind:5s} {label:24s} {len(r):6d} {int((r > 1).sum()):6d} {r.max():9.3g} "
                      f"{np.quantile(r, 0.99):9.3g} {np.median(r):9.3g} {r.min():9.3g}")

@@ -220,9 +220,16 @@ def build_cases(seed: int = DEFAULT_SEED) -> list[Case]:
     return cases
 
 
+EXACT_TOKEN_DTYPES = ("float64", "float32")
+"""Where greedy_decode cases are exact: their logits' margins clear the near-tie tolerance. At
+float16 and bfloat16 the tolerance of a multi-layer model's logits is of the order of their
+spread (conformance/TOLERANCES.md, "Greedy decoding"): a correct engine may diverge at any step,
+so the golden set does not check greedy tokens there."""
+
+
 def _greedy_case(seed: int, index: int, name: str, config: dict[str, Any], *, batch: int, ss: int, max_len: int,
                  padded: bool) -> Case:
-    """A greedy decoding case with no near-tie at any step for any dtype (tokens are exact)."""
+    """A greedy decoding case with no near-tie at any step at EXACT_TOKEN_DTYPES (tokens are exact)."""
     for attempt in range(200):
         rng = np.random.default_rng([seed, index, attempt])
         args = {"src_ids": rng.integers(0, config["src_vocab_size"], (batch, ss)),
@@ -237,13 +244,13 @@ def _greedy_case(seed: int, index: int, name: str, config: dict[str, Any], *, ba
 
 def _clear_margins(args: dict[str, Any]) -> bool:
     """Whether every step of the reference's greedy decoding picks its token by a margin above
-    NEAR_TIE_SAFETY x the near-tie tolerance at every dtype."""
+    NEAR_TIE_SAFETY x the near-tie tolerance at every dtype of EXACT_TOKEN_DTYPES."""
     tokens = reference.greedy_decode(**args)
     if tokens.shape[1] < 2:
         return True
     a = args
     live = np.cumsum(tokens == a["eos_id"], axis=1)[:, :-1] == 0          # (B, L-1): step t+1 still decoding
-    for dtype in reversed(DTYPES):  # the loosest tolerance first: most rejections need one evaluation
+    for dtype in reversed(EXACT_TOKEN_DTYPES):  # the loosest tolerance first: most rejections need one evaluation
         logits = tolerances.expected("forward", [a["src_ids"], tokens[:, :-1], a["params"], a["config"]],
                                      {"src_mask": a["src_mask"]}, dtype=dtype)
         top2 = np.sort(logits.value, axis=-1)[..., -2:]                      # (B, L-1, 2)
@@ -333,8 +340,7 @@ def _expected(case: Case) -> dict[str, np.ndarray]:
         return {"expected": value.astype(np.int64), "compare": np.ones(value.shape, dtype=bool)}
     content: dict[str, np.ndarray] = {}
     for dtype in DTYPES:
-        # The single call site of the tolerance model: conformance/tolerances.py.
-        want = tolerances.expected(case.op, [], case.arguments, dtype=dtype, axis=case.axis)
+        want = tolerances.expected(case.op, [], case.arguments, dtype=dtype)
         if "expected" in content and not np.array_equal(content["expected"], want.value, equal_nan=True):
             raise AssertionError(f"{case.name}: the reference differs between dtypes: inputs not portable")
         content["expected"] = want.value
@@ -599,6 +605,10 @@ def _check_case(case: dict[str, Any], expected: dict[str, np.ndarray], path: Pat
                                kind="golden", target=target, outcome="passed", examples=1)
     if out is None:
         result.outcome, result.skip_reason = "skipped", f"not implemented: no output file {path}"
+        return result
+    if exact and dtype not in (None, *EXACT_TOKEN_DTYPES):
+        result.outcome, result.skip_reason = "skipped", (f"unsupported: greedy tokens are exact at "
+                                                         f"{', '.join(EXACT_TOKEN_DTYPES)} only, not at {dtype}")
         return result
     if isinstance(out, str):
         return _failed(result, out)

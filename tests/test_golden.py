@@ -100,7 +100,9 @@ def test_round_trip_with_the_torch_backend(golden_dir, torch_outputs, capsys):
 def test_round_trip_at_other_precisions(golden_dir, tmp_path, spec, dtype):
     golden.run_backend(golden_dir, tmp_path, load_backend(spec, dtype=dtype))
     outcome = golden.check(golden_dir, tmp_path, dtype=dtype)
-    assert all(t.outcome == "passed" for t in outcome.tests), [t.message for t in outcome.failures]
+    assert not outcome.failures, [t.message for t in outcome.failures]
+    skipped = {t.op for t in outcome.tests if t.outcome != "passed"}
+    assert skipped == (set() if dtype in golden.EXACT_TOKEN_DTYPES else {"greedy_decode"}), skipped
 
 
 def test_a_wrong_value_fails_naming_the_worst_element(golden_dir, outputs, tmp_path):

@@ -15,7 +15,7 @@ from hypothesis import settings
 
 import reference
 from conformance import record
-from conformance.assertions import assert_close, assert_equal
+from conformance.assertions import assert_close, assert_equal, assert_no_systematic_error
 from conformance.harness import call_op, label
 from conformance.tolerances import expected, margin_tolerance, reference_value, rounded_inputs
 
@@ -50,21 +50,21 @@ def examples(share: float) -> settings:
     return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)))
 
 
-def compare(backend: Any, op: str, *args: Any, row_axis: int = -1, where: np.ndarray | None = None,
-            what: str = "", **kwargs: Any) -> float:
+def compare(backend: Any, op: str, *args: Any, where: np.ndarray | None = None, what: str = "",
+            **kwargs: Any) -> float:
     """``backend.<op>(*args, **kwargs)`` is within tolerance of ``reference.<op>`` on the same
-    (dtype-rounded) inputs, at the positions where ``where`` is True (all when None).
-
-    ``row_axis`` is the output's row axis for the tolerance (the softmax axis; else the last).
-    Returns the worst error/tolerance ratio (against the tolerance measured as far as the
-    verdict needed: an upper bound of the full rule's ratio, see conformance/tolerances.py).
+    (dtype-rounded) inputs, at the positions where ``where`` is True (all when None): every
+    element within its bound, and the whole tensor free of a systematic error
+    (conformance/tolerances.py). Returns the worst error/tolerance ratio.
     """
     __tracebackhide__ = True
     args, kwargs = rounded_inputs(list(args), backend.dtype), rounded_inputs(kwargs, backend.dtype)
     value = reference_value(op, args, kwargs)
     got = call_op(backend, op, *args, shape=value.shape, **kwargs)
-    want = expected(op, args, kwargs, dtype=backend.dtype, axis=row_axis, value=value, actual=got, where=where)
-    return assert_close(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
+    want = expected(op, args, kwargs, dtype=backend.dtype, value=value)
+    worst = assert_close(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
+    assert_no_systematic_error(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
+    return worst
 
 
 def compare_greedy(backend: Any, src_ids: np.ndarray, params: Mapping[str, Any], config: Mapping[str, Any],
