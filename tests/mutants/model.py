@@ -538,3 +538,43 @@ class FeedForwardInFloat16(TorchBackend):
     def feed_forward(self, x: Tensor, p: Any, activation: str = "relu") -> Tensor:
         half = {name: value.to(torch.float16) for name, value in p.items()}
         return super().feed_forward(x.to(torch.float16), half, activation).to(x.dtype)
+
+
+# --- small systematic errors: a few tens of roundings, at the precision users run ---------------
+# Each stays inside most per-element bounds; the tolerance model's root-mean-square check must
+# catch them (conformance/TOLERANCES.md, "Resolution"; benchmarks/resolution.py).
+
+@register("gelu_tanh_at_float32", "feed_forward", dtype="float32")
+class GeluTanhAtFloat32(TorchBackend):
+    """the GELU is the tanh approximation (BERT, GPT-2, FastGelu fusions), at float32."""
+
+    def _activation(self, x: Tensor, name: str) -> Tensor:
+        return F.gelu(x, approximate="tanh") if name == "gelu" else super()._activation(x, name)
+
+
+@register("layer_norm_eps_read_tenfold_small", "layer_norm", dtype="float32")
+class LayerNormEpsReadTenfoldSmall(TorchBackend):
+    """layer norm uses eps / 10 (1e-5 read as 1e-6), at float32."""
+
+    @torch.no_grad()
+    def layer_norm(self, x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
+        return super().layer_norm(x, gamma, beta, eps / 10)
+
+
+@register("scores_biased_64u", "attention_weights", "attention", dtype="float32")
+class ScoresBiased64u(TorchBackend):
+    """the attention scores are scaled by 1 + 64 u (a scale constant rounded badly), at float32."""
+
+    def _scores(self, q: Tensor, k: Tensor) -> Tensor:
+        return q @ k.transpose(-2, -1) * ((1.0 + 64 * 2.0**-24) / math.sqrt(q.shape[-1]))
+
+
+@register("pe_table_in_float32", "positional_encoding")
+class PETableInFloat32(TorchBackend):
+    """the positional-encoding table is computed in float32 and upcast, in a backend that claims float64."""
+
+    @torch.no_grad()
+    def positional_encoding(self, seq_len: int, d_model: int) -> Tensor:
+        angles = self._pe_angles(seq_len, d_model).to(torch.float32)
+        pe = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1)
+        return pe.flatten(-2).to(self.torch_dtype)
