@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from backends.numpy_backend import NumpyBackend
 from backends.registry import load_backend
 from conformance import golden
 from conformance.cli import main
@@ -167,3 +168,25 @@ def test_the_hazard_cases_catch_what_the_ordinary_ones_miss(golden_dir, tmp_path
     assert hazards <= failed
     if ordinary_pass:
         assert not failed & ORDINARY, sorted(failed)
+
+
+class FastVarianceLayerNorm(NumpyBackend):
+    """layer norm with the one-pass variance E[x^2] - E[x]^2 (Flax's use_fast_variance=True)."""
+
+    def layer_norm(self, x, gamma, beta, eps):
+        mean = x.mean(axis=-1, keepdims=True)
+        var = (x * x).mean(axis=-1, keepdims=True) - mean * mean
+        return (x - mean) / np.sqrt(var + x.dtype.type(eps)) * gamma + beta
+
+
+def test_the_mean_offset_rows_catch_the_one_pass_variance_at_float32(golden_dir, tmp_path):
+    golden.run_backend(golden_dir, tmp_path, FastVarianceLayerNorm("fast-variance", "float32"))
+    results = {t.test.removeprefix("golden/"): t for t in golden.check(golden_dir, tmp_path).tests if t.op == "layer_norm"}
+    assert results["layer_norm-2"].failed and results["layer_norm-2"].worst_ratio > 1.0
+
+
+def test_attention_descriptions_give_their_arrays_shapes(golden_dir):
+    for case in golden.load_manifest(golden_dir)["cases"]:
+        if case["op"] in ("attention", "attention_weights"):
+            for key, entry in case["inputs"]["arrays"].items():
+                assert f"{key} {tuple(entry['shape'])}" in case["description"], case["name"]

@@ -125,10 +125,10 @@ def hazards(cases: Cases) -> None:
         lambda r: {"ids": np.array([[0, 8, 3, 0], [8, 8, 1, 7]]), "table": normal(r, (9, 4))})
 
     def offset_rows(r: np.random.Generator) -> dict:
-        offsets, spread = np.array([30.0, -100.0, 250.0, 1000.0, 7.0]), np.array([1.0, 2.0, 4.0, 16.0, 0.0])
+        offsets, spread = np.array([30.0, -100.0, 250.0, 1000.0, 7.0]), np.array([0.5, 1.0, 1.0, 8.0, 0.0])
         x = normal(r, (5, 32), spread[:, None], mean=offsets[:, None])  # row 4: constant, variance 0
         return {"x": x, "gamma": normal(r, (32,)), "beta": normal(r, (32,)), "eps": 1e-5}
-    add("layer_norm", "(5, 32), row means 30, -100, 250, 1000 with spreads 1, 2, 4, 16 (E[x^2] - E[x]^2 "
+    add("layer_norm", "(5, 32), row means 30, -100, 250, 1000 with spreads 0.5, 1, 1, 8 (E[x^2] - E[x]^2 "
         "cancels), and a constant row (variance 0: only eps keeps it finite), eps 1e-5", offset_rows)
     add("layer_norm", "(2, 3, 8), d_model 8, mean offset 64, eps 1e-3 (large enough to matter)",
         lambda r: {"x": normal(r, (2, 3, 8), 0.5, mean=64.0), "gamma": normal(r, (8,)), "beta": normal(r, (8,)),
@@ -136,7 +136,7 @@ def hazards(cases: Cases) -> None:
 
     def causal_large(r: np.random.Generator) -> dict:
         return {**attention_args(r, (2,), 6, 6, 8, 4, False, scale=6.0), "mask": reference.causal_mask(6)}
-    add("attention", lambda a: shapes("q", "k", "v")(a) + ", causal mask (Sq, Sk) broadcast over the batch, "
+    add("attention", lambda a: shapes("q", "k", "v", "mask")(a) + ": a causal mask broadcast over the batch, "
         "q, k ~ N(0, 6): scores past float16's and float32's exp overflow", causal_large)
 
     def keys_padded(r: np.random.Generator, with_v: bool) -> dict:

@@ -26,7 +26,7 @@ def expected_arrays(case: Case) -> dict[str, np.ndarray]:
         return {"expected": value.astype(np.int64), "compare": np.ones(value.shape, dtype=bool)}
     content: dict[str, np.ndarray] = {}
     for dtype in DTYPES:
-        # The single call site of the tolerance model: conformance/tolerances.py.
+        # The tolerance model (conformance/tolerances.py), at every dtype, stored with the case.
         want = tolerances.expected(case.op, [], case.arguments, dtype=dtype, axis=case.axis)
         if "expected" in content and not np.array_equal(content["expected"], want.value, equal_nan=True):
             raise AssertionError(f"{case.name}: the reference differs between dtypes: inputs not portable")
