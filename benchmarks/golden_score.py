@@ -5,7 +5,7 @@ Exports the golden cases once (``golden export``), then for each mutant writes i
 dtype with the Python producer (``golden run``; a case whose op raises gets no output, as a
 crashing program's would) and checks them with ``golden check --require all``, the CI use of a
 team that implements every op. A mutant is caught when the check exits non-zero. Writes
-tests/mutants/GOLDEN_SCORE.md. A benchmark, not a test (about five minutes)::
+tests/mutants/GOLDEN_SCORE.md. A benchmark, not a test (2 to 5 minutes on two cores)::
 
     python benchmarks/golden_score.py
     python benchmarks/golden_score.py --only softmax_without_max_subtraction --score /tmp/s.md
