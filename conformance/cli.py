@@ -4,8 +4,8 @@
                               [--profile dev|ci|thorough] [--ops OP,...] [--require OP,...]
                               [--known-deviations FILE] [--strict-deviations]
                               [--report-dir DIR] [-n N|auto] [--timeout SECONDS] [-v]
-    python -m conformance golden export DIR [--seed N]
-    python -m conformance golden check DIR --outputs OUT_DIR [--dtype D] [--report-dir DIR]
+    python -m conformance golden export DIR [--seed N] [--layout npy|npz]
+    python -m conformance golden check DIR --outputs OUT_DIR [--dtype D] [--require OP,...|all] [--report-dir DIR]
     python -m conformance golden run DIR --backend SPEC --dtype D [--device DEV] --outputs OUT_DIR
 
 ``run`` runs the property suite (``properties``) and the differential suite
@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = golden.add_parser("export", help="write the golden cases (inputs, expected outputs, tolerances)")
     export.add_argument("dir", type=Path, metavar="DIR")
     export.add_argument("--seed", type=int, default=None, help="seed of the case generator (default: the format's)")
+    export.add_argument("--layout", choices=("npy", "npz"), default="npy",
+                        help="npy (default, format 2): one .npy per array, scalars as 0-d arrays; npz (format 1): "
+                             "zip archives (conformance/GOLDEN.md)")
     export.set_defaults(func=cmd_golden_export)
     check = golden.add_parser("check", help="check outputs another program wrote for the golden cases")
     check.add_argument("dir", type=Path, metavar="DIR")
@@ -117,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", choices=DTYPES, default=None,
                        help="the precision the outputs were computed in (default: the outputs' own dtype; "
                             "required for bfloat16, which .npy cannot hold: write float32)")
+    check.add_argument("--require", type=lambda text: text.split(","), default=[], metavar="OP,...|all",
+                       help="fail unless every case of these ops has an output ('all': every op)")
     check.add_argument("--report-dir", type=Path, default=None, metavar="DIR")
     check.set_defaults(func=cmd_golden_check)
     grun = golden.add_parser("run", help="write a Python backend's outputs for the golden cases (an example producer)")
@@ -488,7 +493,8 @@ def cmd_golden_export(args: argparse.Namespace) -> int:
     from conformance import golden
 
     try:
-        manifest = golden.export(args.dir, **({"seed": args.seed} if args.seed is not None else {}))
+        manifest = golden.export(args.dir, **({"seed": args.seed} if args.seed is not None else {}),
+                                 layout=args.layout)
     except golden.GoldenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -501,24 +507,12 @@ def cmd_golden_check(args: argparse.Namespace) -> int:
     from conformance import golden
 
     try:
-        outcome = golden.check(args.dir, args.outputs, dtype=args.dtype)
+        outcome = golden.check(args.dir, args.outputs, dtype=args.dtype, require=args.require)
     except golden.GoldenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"golden check: ERROR (exit {EXIT_ERROR}): {exc}", file=sys.stderr)
         return EXIT_ERROR
-    results = outcome.op_results()
-    print(report.table(results))
-    for case in outcome.failures:
-        print(f"\nFAIL: {case.test}: {case.message}")
-    document = outcome.document(argv=["python", "-m", "conformance", *args.argv], environment=environment())
-    if args.report_dir is not None:
-        args.report_dir.mkdir(parents=True, exist_ok=True)
-        report.write_json(args.report_dir / "report.json", document)
-        report.write_junit(args.report_dir / "junit.xml", outcome.tests, name="golden")
-        (args.report_dir / "report.md").write_text(report.markdown(document), encoding="utf-8")
-    code = document["summary"]["exit_code"]
-    print(f"\ngolden check: {document['summary']['verdict'].upper()} (exit {code}): "
-          f"{sum(not c.failed for c in outcome.tests)}/{len(outcome.tests)} cases within tolerance at {outcome.dtype}")
-    return code
+    return golden.console(outcome, argv=["python", "-m", "conformance", *args.argv], environment=environment(),
+                          report_dir=args.report_dir)
 
 
 def cmd_golden_run(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ controller)."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 
@@ -32,6 +34,18 @@ def start() -> Record:
 
 def stop() -> None:
     _current.set(None)
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[Record]:
+    """A fresh Record for the block, the enclosing one restored after it: what the assertion
+    helpers noted inside (e.g. the worst ratio of a failing ``assert_close``)."""
+    rec = Record()
+    token = _current.set(rec)
+    try:
+        yield rec
+    finally:
+        _current.reset(token)
 
 
 def note_example() -> None:

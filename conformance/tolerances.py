@@ -47,10 +47,12 @@ from reference.precision import arithmetic, rounded
 SAFETY = 2.0
 """Multiple of the first-order bound a correct implementation may reach (module doc)."""
 
-RMS_LIMIT = 1.0 / 3.0
-"""Largest root-mean-square of err/tol over a compared tensor (per element the limit is 1). A
-correctly rounded output whose bound is that one rounding has err/tol spread evenly over
-[0, 1/2] (SAFETY = 2), a root mean square of 1/(2 sqrt 3) = 0.29: the limit sits above it."""
+RMS_LIMIT = 0.5
+"""Largest root-mean-square of err/tol over a compared tensor (per element the limit is 1).
+Every correct implementation stays within half of each element's tolerance (SAFETY = 2); on
+average it must too, even one whose every element sat at that worst. A correctly rounded
+output with nothing else to charge spreads over [0, 1/2]: 0.29; measured at most 0.26
+(layer norm at bfloat16 on mean-offset rows)."""
 
 MIN_COUNT = 64
 """Compared elements from which the root-mean-square check applies: below, one unlucky

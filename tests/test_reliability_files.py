@@ -32,17 +32,15 @@ from conformance.cli import main
 from conformance.golden import GoldenError
 
 REAL_OPEN = builtins.open
-KEPT = ("softmax-0", "embedding-0")  # two small cases: exported in a second, not the 29 of a full export
+KEPT = ("softmax-0", "embedding-0")  # two small cases: exported in a second, not the whole set
 
 
 @pytest.fixture(scope="module")
 def small_golden(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A golden directory with two cases and the reference's outputs for them."""
+    """A golden directory of the zip layout (npz, format 1; tests/test_golden.py covers the npy
+    layout's files) with two cases, and the reference's outputs for them."""
     directory = tmp_path_factory.mktemp("golden")
-    build = golden.build_cases
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(golden, "build_cases", lambda seed: [c for c in build(seed) if c.name in KEPT])
-        golden.export(directory)
+    golden.export(directory, layout="npz", cases=[c for c in golden.build_cases() if c.name in KEPT])
     outputs = tmp_path_factory.mktemp("outputs")
     assert golden.run_backend(directory, outputs, load_backend("reference", dtype="float64")) == len(KEPT)
     return directory, outputs
