@@ -10,8 +10,10 @@ from __future__ import annotations
 from tests.correct import algorithms, arithmetic  # noqa: F401 - importing registers the members
 from tests.correct.registry import MEMBERS, Member
 
-LAYERS = ("encoder_layer", "decoder_layer")
-STACKS = ("encode", "decode")
+LAYERS = ("encoder_layer",)
+"""The model-level op checked for the layers' parts (the decoder layer is built of the same ops)."""
+STACKS = ("encode",)
+"""The model-level op checked for the embedding stage (decode embeds the same way)."""
 LAYER_PARTS = frozenset({"softmax", "layer_norm", "attention_weights", "attention", "multi_head_attention",
                          "feed_forward"})
 """Ops the encoder and decoder layers are built from."""
@@ -25,8 +27,8 @@ globals().update({name: member.factory for name, member in ALL.items()})
 
 
 def gate_ops(name: str) -> tuple[str, ...]:
-    """The ops whose algorithm the member changes, plus the lowest model-level ops built on
-    them (the layers for the layers' parts, the stacks for the embedding stage)."""
+    """The ops whose algorithm the member changes, plus the lowest model-level op built on them
+    (``encoder_layer`` for the layers' parts, ``encode`` for the embedding stage)."""
     changes = ALL[name].changes
     users = (LAYERS if LAYER_PARTS & set(changes) else ()) + (STACKS if STACK_PARTS & set(changes) else ())
     return tuple(dict.fromkeys(changes + users))
