@@ -39,7 +39,7 @@ class ScaleQueriesFirst(TorchBackend):
 
 @register("flash_attention", changes=("softmax", *ATTENTION), dtypes=("float64", "float32", "float16", "bfloat16"))
 class FlashAttention(TorchBackend):
-    """online softmax over key blocks of 3 (running max/sum rescaling, exp2 with log2(e) in the scale), weights recomputed from the log-sum-exp."""
+    """FlashAttention: online softmax over key blocks of 3, exp2 with log2(e) in the scale, P from the log-sum-exp."""
 
     @torch.no_grad()
     def softmax(self, x: Tensor, axis: int = -1) -> Tensor:

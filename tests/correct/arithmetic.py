@@ -118,7 +118,7 @@ class SumPairwise(_Folded):
 
 @register("sum_blocked_split_k", changes=FOLDED_OPS, dtypes=WORKING_PRECISIONS)
 class SumBlockedSplitK(_Folded):
-    """split-K matmuls (K in blocks of 4, partial products added in order); softmax and layer-norm sums blocked alike."""
+    """split-K matmuls (K in blocks of 4, partial products added in order); softmax, layer-norm sums blocked."""
 
     FOLD = staticmethod(summation.blocked)
 
@@ -128,7 +128,7 @@ class SumBlockedSplitK(_Folded):
 
 @register("fma_float64_products", changes=MATMULS, dtypes=("float32", "float16", "bfloat16"))
 class FmaFloat64Products(TorchBackend):
-    """matmuls by sequential FMA-like accumulation: each product exact in float64, one rounding per step into float32."""
+    """matmuls by sequential FMA-like steps: each product exact in float64, one rounding per step to float32."""
 
     def _matmul(self, a: Tensor, b: Tensor) -> Tensor:
         return summation.fma_matmul(a, b)
@@ -154,7 +154,7 @@ def in_float32(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
 @register("half_storage_float32_compute", changes=("softmax", "layer_norm", *MATMULS),
           dtypes=("bfloat16", "float16"))
 class HalfStorageFloat32Compute(TorchBackend):
-    """float16/bfloat16 storage, every kernel (matmul + bias, scaled scores, softmax, layer norm, activation) in float32, rounded once."""
+    """half-precision storage; each kernel (matmul+bias, scores, softmax, norm, GELU) in float32, rounded once."""
 
     softmax = torch.no_grad()(in_float32(TorchBackend.softmax))
     layer_norm = torch.no_grad()(in_float32(TorchBackend.layer_norm))
@@ -238,10 +238,11 @@ def rounded_once(cls: type[NumpyBackend]) -> type[NumpyBackend]:
     return cls
 
 
-@register("numpy_rounded_once", changes=tuple(op for op in OPS if op != "greedy_decode"), dtypes=("float32", "float16", "bfloat16"))
+@register("numpy_rounded_once", changes=tuple(op for op in OPS if op != "greedy_decode"),
+          dtypes=("float32", "float16", "bfloat16"))
 @rounded_once
 class NumpyRoundedOnce(NumpyBackend):
-    """every op by the float64 reference, its result rounded once to the dtype (correctly rounded, the most accurate possible)."""
+    """every op by the float64 reference, rounded once to the dtype (correctly rounded: the most accurate)."""
 
     # greedy_decode returns token ids, which are not rounded: it decides on float64 logits,
     # and forward checks those logits rounded once.
