@@ -2,7 +2,7 @@
 
 An implementation under test, independent of ``reference`` (it never imports it). Every op of
 backends/CONTRACT.md is assembled from small methods (``_linear``, ``_split_heads``,
-``_scores``, ``_sublayer``, ...) so that adapters (``torch-sdpa``, ``torch-nn``) and mutants
+``_scores``, ``_matmul``, ``_sublayer``, ...) so that adapters (``torch-sdpa``, ``torch-nn``) and mutants
 (one deliberate bug each) can subclass ``TorchBackend`` and override exactly one piece.
 Public ops run under ``torch.no_grad()``; an override of a public op should do the same.
 
@@ -128,7 +128,7 @@ class TorchBackend:
 
         Shapes: (..., Sq, d_k), (..., Sk, d_k), (..., Sk, d_v) -> (..., Sq, d_v).
         """
-        return self.attention_weights(q, k, mask) @ v
+        return self._matmul(self.attention_weights(q, k, mask), v)
 
     @torch.no_grad()
     def multi_head_attention(
@@ -158,7 +158,15 @@ class TorchBackend:
 
         Shapes: (..., Sq, d_k), (..., Sk, d_k) -> (..., Sq, Sk).
         """
-        return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        return self._matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+
+    def _matmul(self, a: Tensor, b: Tensor) -> Tensor:
+        """The matrix product a b, every sum over the shared axis: scores, weights times values,
+        projections (one method, so that another summation order overrides one piece).
+
+        Shapes: (..., M, K), (..., K, N) -> (..., M, N).
+        """
+        return a @ b
 
     def _masked(self, scores: Tensor, mask: Tensor | None) -> Tensor:
         """Scores with every entry where ``mask`` is False replaced by -inf.
@@ -211,7 +219,7 @@ class TorchBackend:
 
         Shapes: (..., d_in), (d_in, d_out), (d_out,) -> (..., d_out).
         """
-        return x @ w + b
+        return self._matmul(x, w) + b
 
     def _activation(self, x: Tensor, name: str) -> Tensor:
         """relu(x) = max(x, 0), or gelu(x) = x * Phi(x) = x/2 * (1 + erf(x / sqrt(2))).

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +37,25 @@ TARGETS = ("reference:float64", "numpy:float32", "numpy:float16", "torch:float64
 MIN_EXAMPLES_PER_DTYPE = 10_000
 
 
-def run_gate(targets: list[str], profile: str, workers: str, report_dir: Path) -> tuple[int, float]:
-    """One gate run per backend spec (each with its dtypes); (worst exit status, wall seconds).
-    The reports of spec S go to ``report_dir/S`` (the gate's output to ``report_dir/S/gate.log``)."""
+def run_gate(targets: list[str], profile: str, workers: str, report_dir: Path, *, ops: Sequence[str] = (),
+             env: Mapping[str, str] | None = None) -> tuple[int, float]:
+    """One gate run per backend spec (each with its dtypes; only ``ops`` if given; with the
+    variables ``env`` added, the repository on PYTHONPATH so that ``tests.…`` specs load);
+    (worst exit status, wall seconds). The reports of spec S go to ``report_dir/S`` (the
+    gate's output to ``report_dir/S/gate.log``). A target is ``SPEC:DTYPE``; the dtype is what
+    follows the last colon, so a ``module:factory`` spec works too."""
     by_spec: dict[str, list[str]] = defaultdict(list)
     for target in targets:
-        spec, dtype = target.split(":")
+        spec, dtype = target.rsplit(":", 1)
         by_spec[spec].append(dtype)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_", "CONFORMANCE_"))}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_", "CONFORMANCE_"))},
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]), **(env or {})}
     worst, start = 0, time.monotonic()
     for spec, dtypes in by_spec.items():
         out = report_dir / spec
         command = [sys.executable, "-m", "conformance", "run", "--backend", spec,
                    *(a for d in dtypes for a in ("--dtype", d)), "--profile", profile, "-n", workers,
-                   "--report-dir", str(out)]
+                   *(["--ops", ",".join(ops)] if ops else []), "--report-dir", str(out)]
         print("$ " + " ".join(command), flush=True)
         began = time.monotonic()
         out.mkdir(parents=True, exist_ok=True)

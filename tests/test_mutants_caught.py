@@ -20,13 +20,8 @@ by benchmarks/mutant_score.py (tests/mutants/SCORE.md).
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -36,20 +31,14 @@ pytest.importorskip("torch")
 from backends.contract import OPS  # noqa: E402
 from backends.registry import load_backend  # noqa: E402
 from backends.torch_backend import TorchBackend  # noqa: E402
-from conformance import cli  # noqa: E402
 from conformance.harness import to_native  # noqa: E402
 from conformance.report import FAILING  # noqa: E402
+from tests import gate_runs  # noqa: E402
 from tests.mutants import catalog, model, zoo  # noqa: E402
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Linux/macOS: each worker runs its own groups
-    fcntl = None
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_MUTANTS = 35
 GROUP_TIMEOUT_S = 900
-NO_SHRINK_PLUGIN = "tests.mutants.first_failure"
 
 KNOWN_GAPS: dict[str, str] = {}
 """mutant -> why the suite misses it at the ``ci`` profile (a finding for the suites' owners):
@@ -71,51 +60,20 @@ MUTANTS_BY_GROUP = sorted(catalog.ALL, key=lambda name: (group_id(group_of(name)
 """Every mutant, those of one group next to each other (xdist hands out neighbours together)."""
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _gate_environment() -> dict[str, str]:
-    """The environment the gate (and its pytest) runs in: the repository importable (for the
-    ``tests.mutants.catalog:NAME`` specs), and no pytest/xdist variables of this test run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_", "CONFORMANCE_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env["PYTEST_PLUGINS"] = NO_SHRINK_PLUGIN
-    return env
-
-
 def run_gate(group: tuple[tuple[str, ...], str], folder: Path) -> tuple[int, dict[str, Any]]:
     """The gate on every mutant of ``group``, restricted to the group's ops: (exit status,
     report.json). Under xdist the first worker to ask runs it; the others read its report."""
     ops, dtype = group
-    out = folder / group_id(group)
-    done = out / "exit_status"
-    with _locked(folder / f"{group_id(group)}.lock"):
-        if not done.exists():
-            names = [n for n in MUTANTS_BY_GROUP if group_of(n) == group]
-            argv = ["run", *(a for n in names for a in ("--backend", catalog.spec(n))), "--dtype", dtype,
-                    "--profile", "ci", "--ops", ",".join(ops), "-n", "0", "--report-dir", str(out)]
-            with mock.patch.dict(os.environ, _gate_environment(), clear=True):
-                code = cli.main(argv)
-            done.write_text(str(code))
-    return int(done.read_text()), json.loads((out / "report.json").read_text())
+    names = [n for n in MUTANTS_BY_GROUP if group_of(n) == group]
+    argv = [*(a for n in names for a in ("--backend", catalog.spec(n))), "--dtype", dtype,
+            "--profile", "ci", "--ops", ",".join(ops), "-n", "0"]
+    return gate_runs.run_gate(argv, folder=folder / group_id(group))
 
 
 @pytest.fixture(scope="session")
 def gate_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder all xdist workers of this run share (the parent of each worker's base temp)."""
-    base = tmp_path_factory.getbasetemp()
-    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "mutant-gates"
-    folder.mkdir(exist_ok=True)
-    return folder
+    return gate_runs.shared_folder(tmp_path_factory, "mutant-gates")
 
 
 def _cases() -> list[Any]:
