@@ -92,22 +92,30 @@ def _row_max(a: np.ndarray, axis: int = -1) -> np.ndarray:
 
 # --- softmax -------------------------------------------------------------------------------
 
-def softmax_entry(dtype: str, p: np.ndarray, n: int) -> np.ndarray:
-    """|fl(p_i) - p_i| <= SAFETY u ((n + 2) p_i + 1) for p = softmax(x) over n entries.
+def softmax_entry(dtype: str, p: np.ndarray, n: int, logits: np.ndarray | None = None) -> np.ndarray:
+    """|fl(p_i) - p_i| <= SAFETY u ((n + 2) p_i + 1 + 2 p_i max_j |x_j|) for p = softmax(x) over
+    n entries (the last term with ``logits`` = x given).
 
     Derivation: x_i - max rounds with relative error u, which exp turns into a relative error
     |x_i - max| u of e_i = exp(x_i - max), an absolute error |t| e^-|t| u <= u / e; exp itself
     adds u; the sum s of n terms adds (n - 1) u (relative, all terms >= 0); the division adds
-    u. So |dp_i| <= (n + 2) u p_i + u / s, and s >= 1 (the max term is exp(0) = 1).
+    u. So |dp_i| <= (n + 2) u p_i + u / s, and s >= 1 (the max term is exp(0) = 1). An
+    implementation that folds a scale into the exponent (exp2 of x log2 e, as FlashAttention
+    does) rounds x_i itself: a relative error u |x_i| of e_i, at most 2 u max|x| p_i once
+    normalised (the same term in the differential model, conformance/error_bounds.py).
     """
     p = np.nan_to_num(np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0), nan=1.0)
-    return SAFETY * u(dtype) * ((n + 2) * p + 1.0)
+    folded = 0.0 if logits is None else 2.0 * p * _row_max(np.where(np.isfinite(logits), logits, 0.0))
+    return SAFETY * u(dtype) * ((n + 2) * p + 1.0 + folded)
 
 
-def softmax_row_sum(dtype: str, n: int) -> float:
-    """|sum_i fl(p_i) - 1| <= SAFETY u (2n + 2): the entry bound summed over the row
-    (sum p_i = 1), the sum itself taken exactly in float64 by the test."""
-    return SAFETY * u(dtype) * (2 * n + 2)
+def softmax_row_sum(dtype: str, n: int, logits: np.ndarray | None = None) -> Any:
+    """|sum_i fl(p_i) - 1| <= SAFETY u (2n + 2 + 2 max_j |x_j|): the entry bound summed over the
+    row (sum p_i = 1), the sum itself taken exactly in float64 by the test (weights recomputed
+    from a rounded log-sum-exp, as FlashAttention does, are all scaled by 1 + u |lse|).
+    Shapes: logits (rows, n) -> (rows,) (a scalar without logits)."""
+    folded = 0.0 if logits is None else 2.0 * np.max(np.abs(np.where(np.isfinite(logits), logits, 0.0)), axis=-1)
+    return SAFETY * u(dtype) * (2 * n + 2 + folded)
 
 
 # --- attention -----------------------------------------------------------------------------
