@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import settings
 
 import reference
-from conformance import record
+from conformance import diagnosis, record
 from conformance.assertions import assert_close, assert_equal
 from conformance.harness import call_op, label
 from conformance.tolerances import expected, margin_tolerance, reference_value, rounded_inputs
@@ -64,7 +64,12 @@ def compare(backend: Any, op: str, *args: Any, row_axis: int = -1, where: np.nda
     value = reference_value(op, args, kwargs)
     got = call_op(backend, op, *args, shape=value.shape, **kwargs)
     want = expected(op, args, kwargs, dtype=backend.dtype, axis=row_axis, value=value, actual=got, where=where)
-    return assert_close(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
+    try:
+        return assert_close(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
+    except AssertionError:  # name the convention the backend follows, if one explains it
+        record.note_diagnosis(functools.partial(diagnosis.diagnose, op, args, kwargs, got, want,
+                                                dtype=backend.dtype, axis=row_axis, where=where))
+        raise
 
 
 def compare_greedy(backend: Any, src_ids: np.ndarray, params: Mapping[str, Any], config: Mapping[str, Any],
