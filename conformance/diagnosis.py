@@ -17,8 +17,9 @@ the named variants of the reference (reference/variants.py, listed in conformanc
 3. for the layers and the model ops, when no single variant explains it, pairs of the
    remaining variants are tried the same way.
 
-Variants that give the same values on the case as the explaining one (``alike``: e.g.
-``mask-fill-1e9`` and ``mask-finfo-min``) are reported with it. ``CONFORMANCE_DIAGNOSIS=off``
+Variants of the explaining one's equation under which the output conforms too (``alike``:
+e.g. ``mask-fill-1e9`` and ``mask-finfo-min``, which agree unless a score is below -1e9) are
+reported with it. ``CONFORMANCE_DIAGNOSIS=off``
 turns the diagnosis off (for timing it).
 """
 
@@ -36,6 +37,7 @@ from conformance.record import Diagnosis
 from conformance.tolerances import expected, reference_value
 from reference import variants
 from reference.config import as_config
+from reference.precision import unit_roundoff
 from reference.variants import CATALOGUE, Variant
 
 PARTS: dict[str, tuple[str, ...]] = {
@@ -56,8 +58,9 @@ PAIR_OPS = frozenset({"encoder_layer", "decoder_layer", "encode", "decode", "for
 
 SCREEN = 1000.0
 """A variant is measured only if it brings the backend's output within SCREEN times the
-contract's largest tolerance (a variant's own tolerance is of that order: both come from the
-same rounding model), and, for a structural variant, nearer than the contract's value."""
+contract's largest tolerance, or of u times the output's largest magnitude (a variant's own
+tolerance is of that order: both come from the same rounding model), and, for a structural
+variant, nearer than the contract's value."""
 
 OFF = "off"
 
@@ -93,7 +96,9 @@ def diagnose(op: str, args: Sequence[Any], kwargs: Mapping[str, Any], actual: np
     start = time.perf_counter()
     compared = np.ones(contract.shape, bool) if where is None else np.broadcast_to(where, contract.shape)
     tol = np.broadcast_to(np.asarray(want.tol, np.float64), contract.shape)
-    reach = SCREEN * float(np.where(np.isfinite(tol), tol, 0.0)[compared].max(initial=0.0))
+    scale = np.where(np.isfinite(actual), np.abs(actual), 0.0)[compared].max(initial=0.0)
+    reach = SCREEN * max(float(np.where(np.isfinite(tol), tol, 0.0)[compared].max(initial=0.0)),
+                         unit_roundoff(dtype) * float(scale))  # a case whose tolerance is 0 (all-zero rows)
     case = _Case(op, list(args), dict(kwargs), np.asarray(actual, np.float64), contract, dtype, axis, compared,
                  reach)
     try:
@@ -164,10 +169,12 @@ class _Case:
         return (), (), tried
 
     def alike(self, found: Variant, value: np.ndarray) -> tuple[str, ...]:
-        """The other variants of ``found``'s equation that give the same values on the case."""
+        """The other variants of ``found``'s equation under which the output conforms too (on
+        a shrunk case, e.g. a lone fully masked row, finite fills and additive masks agree)."""
         return tuple(v.id for v in candidates(self.op, self.dtype)
                      if v is not found and v.equation == found.equation and relevant(v, self.args, self.kwargs)
-                     and self.same(self.value((v.id,)), value))
+                     and (self.same(other := self.value((v.id,)), value)
+                          or (self.promising(other, v.numerical) and self.conforms((v.id,), other))))
 
     def value(self, ids: tuple[str, ...]) -> np.ndarray:
         """The float64 reference of the case under the variants ``ids``."""

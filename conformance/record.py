@@ -15,7 +15,7 @@ from typing import Any
 class Diagnosis:
     """What the diagnosis of a failing comparison found (conformance/diagnosis.py): the
     variant id(s) under which the backend's output conforms (empty: no known convention),
-    variants giving the same values on the case, how many variant evaluations were measured,
+    other variants of that equation the output also conforms under, how many variant evaluations were measured,
     the seconds it took, an error if it could not run, and the sentence for reports."""
 
     op: str
@@ -27,7 +27,7 @@ class Diagnosis:
     text: str = ""
 
     def explains(self, variant: str) -> bool:
-        """Whether ``variant`` explains the failure (it, or one giving the same values)."""
+        """Whether ``variant`` explains the failure (it, or another of its equation it also conforms under)."""
         return variant in self.variants or variant in self.alike
 
     @classmethod

@@ -4,6 +4,10 @@ Each public function validates and converts its inputs at the boundary (ValueErr
 argument) and then calls the private ``_`` function that reads like the equation. ``dtype`` is
 float64 for ground truth; a lower precision gives the naive same-precision baseline of the
 tolerance model (see reference/precision.py).
+
+Where an equation has a named alternative convention (reference/variants.py: PE halves,
+finite masks, NaN rows, the variance, eps, GELU, head layout, score scale), the code calls
+the variant's hook only while one is active (``if _variants.ACTIVE``): the gate's diagnosis.
 """
 
 from __future__ import annotations
