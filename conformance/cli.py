@@ -377,12 +377,16 @@ class Gate:
         if results:
             print()
             print(report.table(results))
+            for line in report.diagnosis_lines(results):
+                print(line)
         for r in results:
             for t in r.failures:
                 tag = f" (known deviation: {t.deviation.reason})" if t.deviation else ""
                 print(f"\n{(t.verdict or t.outcome).upper()}{tag}: {r.op} on {r.target}: {t.nodeid}")
                 if t.message:
                     print(f"  {t.message}")
+                if t.diagnosis is not None:
+                    print(f"  diagnosis: {t.diagnosis.text}")
                 if t.falsifying_example:
                     lines = t.falsifying_example.splitlines()
                     cut = [f"... ({len(lines) - SHOWN_LINES} more lines in report.json / pytest.log)"] \

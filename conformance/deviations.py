@@ -12,6 +12,14 @@ The file is TOML, one ``[[deviation]]`` table per accepted failure::
     reason = "argmax ties resolved by the last index in the fused kernel"   # required
     reference = "https://github.com/org/repo/issues/12"                      # optional
     version = "2.13"                  # optional: the backend version it was seen with (informational)
+    variant = "mask-finfo-min"        # optional: the convention (reference/variants.py) that explains it
+
+An entry that cites a ``variant`` covers a failure only while the gate's diagnosis
+(conformance/diagnosis.py) still finds that variant explains it: a differential failure
+diagnosed otherwise is no longer "known" (it fails, and a note says why); a failure the
+diagnosis cannot look at (a property test) is covered when a differential failure of the
+same op on the same target is explained by the variant. With ``CONFORMANCE_DIAGNOSIS=off``
+the variant is not checked.
 
 A failing test covered by an entry is reported as "known deviation" and does not fail the
 gate. An entry that applies to a target and an op (or test) that ran in this run, and covered
@@ -33,8 +41,10 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as a package (pyproj
     import tomli as tomllib
 
 from backends.contract import DTYPES, OPS
+from conformance.diagnosis import enabled as diagnosis_enabled
+from reference.variants import CATALOGUE
 
-KEYS = {"backend", "dtype", "device", "op", "test", "reason", "reference", "version"}
+KEYS = {"backend", "dtype", "device", "op", "test", "reason", "reference", "version", "variant"}
 ANY_DTYPE = "*"
 HEADER_RE = re.compile(r"^\s*\[\[\s*deviation\s*\]\]")
 TOML_POSITION_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -56,6 +66,7 @@ class Deviation:
     device: str | None = None
     reference: str | None = None
     version: str | None = None
+    variant: str | None = None
     file: str = ""
     line: int = 0
 
@@ -129,16 +140,36 @@ def _entry(raw: dict[str, Any], path: Path, line: int, index: int) -> Deviation:
         raise fail("give exactly one of 'op' (every test of an op) or 'test' (one test)")
     if "op" in raw and raw["op"] not in OPS:
         raise fail(f"unknown op {raw['op']!r}; contract ops: {', '.join(OPS)}")
+    if "variant" in raw and raw["variant"] not in CATALOGUE:
+        raise fail(f"unknown variant {raw['variant']!r}; the catalogue (conformance/VARIANTS.md): {', '.join(CATALOGUE)}")
     return Deviation(**raw, file=str(path), line=line)
 
 
 def apply(deviations: list[Deviation], tests: list[Any], targets: dict[str, dict[str, str]]) -> None:
     """Set ``test.deviation`` on each failing test an entry covers (the first such entry).
     ``tests`` are report.TestResult; ``targets`` maps target id -> {id, spec, dtype, device}."""
+    explained = {(t.target, t.op, v) for t in tests if t.failed and t.diagnosis is not None
+                 for v in (*t.diagnosis.variants, *t.diagnosis.alike)}
     for test in tests:
         target = targets.get(test.target or "")
         if test.failed and target is not None:
-            test.deviation = next((d for d in deviations if d.covers(target, test.op, test.test)), None)
+            matching = [d for d in deviations if d.covers(target, test.op, test.test)]
+            test.deviation = next((d for d in matching if _still_explained(d, test, explained)), None)
+            if test.deviation is None and matching:
+                d = matching[0]
+                test.notes.append(f"known deviation {d.file}:{d.line} cites variant `{d.variant}`, but the diagnosis "
+                                  f"says: {test.diagnosis.text if test.diagnosis else 'no differential failure of this op is explained by it'}; "
+                                  "the failure changed, so it is not accepted")
+
+
+def _still_explained(d: Deviation, test: Any, explained: set[tuple[Any, Any, str]]) -> bool:
+    """An entry without a variant covers what it matches; with one, the test's diagnosis must
+    name it (or, for an undiagnosed test, some failure of the same op on the target's)."""
+    if d.variant is None or not diagnosis_enabled():  # CONFORMANCE_DIAGNOSIS=off: nothing to check it with
+        return True
+    if test.diagnosis is not None:
+        return test.diagnosis.explains(d.variant)
+    return (test.target, test.op, d.variant) in explained
 
 
 def stale(deviations: list[Deviation], tests: list[Any], targets: dict[str, dict[str, str]]) -> list[Deviation]:

@@ -7,8 +7,33 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What the diagnosis of a failing comparison found (conformance/diagnosis.py): the
+    variant id(s) under which the backend's output conforms (empty: no known convention),
+    other variants of that equation the output also conforms under, how many variant evaluations were measured,
+    the seconds it took, an error if it could not run, and the sentence for reports."""
+
+    op: str
+    variants: tuple[str, ...] = ()
+    alike: tuple[str, ...] = ()
+    tried: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    text: str = ""
+
+    def explains(self, variant: str) -> bool:
+        """Whether ``variant`` explains the failure (it, or another of its equation it also conforms under)."""
+        return variant in self.variants or variant in self.alike
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Diagnosis:
+        return cls(**{**data, "variants": tuple(data.get("variants", ())), "alike": tuple(data.get("alike", ()))})
 
 
 @dataclass
@@ -18,9 +43,18 @@ class Record:
     failure: str = ""
     notes: list[str] = field(default_factory=list)
     verdict: str = ""  # a failure's own status instead of "fail", e.g. "nondeterministic" (report.py)
+    diagnosis: Diagnosis | None = None
+    pending: Callable[[], Diagnosis | None] | None = field(default=None, repr=False)  # the last failure's
 
     def as_property(self) -> dict:
-        return asdict(self)
+        """The record for the report, once the test is over: the pending diagnosis (of the
+        last failing comparison: the shrunk example) is run first."""
+        if self.pending is not None:
+            diagnose, self.pending = self.pending, None
+            self.diagnosis = diagnose()
+        data = asdict(self)
+        del data["pending"]
+        return data
 
 
 _current: contextvars.ContextVar[Record | None] = contextvars.ContextVar("conformance_record", default=None)
@@ -64,6 +98,13 @@ def note_failure(message: str, ratio: float) -> None:
     if (rec := _current.get()) is not None:
         rec.failure = message
         rec.worst_ratio = max(rec.worst_ratio, ratio)
+
+
+def note_diagnosis(diagnose: Callable[[], Diagnosis | None]) -> None:
+    """A comparison failed: ``diagnose()`` will name the convention it follows. Only the last
+    failure's runs, when the test is over (``Record.as_property``)."""
+    if (rec := _current.get()) is not None:
+        rec.pending = diagnose
 
 
 def note_verdict(verdict: str, message: str) -> None:

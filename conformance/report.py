@@ -25,6 +25,7 @@ from backends.contract import OPS
 from conformance.deviations import Deviation
 from conformance.gate_plugin import FAULT_START
 from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
+from conformance.record import Diagnosis
 
 SCHEMA_VERSION = 1
 
@@ -64,6 +65,7 @@ class TestResult:
     notes: list[str] = field(default_factory=list)
     deviation: Deviation | None = None
     verdict: str | None = None  # a failure's own status (NONDET), from the test's record
+    diagnosis: Diagnosis | None = None  # the convention a failing comparison follows (conformance/diagnosis.py)
 
     @property
     def failed(self) -> bool:
@@ -84,6 +86,7 @@ class TestResult:
             "reproduce_blob": self.reproduce_blob,
             "failure_text": _clip(self.failure), "notes": self.notes, "verdict": self.verdict,
             "known_deviation": self.deviation.to_json() if self.deviation else None,
+            "diagnosis": _diagnosis_json(self.diagnosis),
         }
 
 
@@ -121,6 +124,13 @@ class OpResult:
         return sum(t.examples for t in self.tests)
 
     @property
+    def diagnosis(self) -> str | None:
+        """The diagnoses of the failing tests in one sentence (None when no failure was
+        diagnosed: property tests and faults are not)."""
+        texts = list(dict.fromkeys(t.diagnosis.text for t in self.failures if t.diagnosis is not None))
+        return "; ".join(texts) if texts else None
+
+    @property
     def worst_ratio(self) -> float | None:
         ratios = [t.worst_ratio for t in self.tests if t.worst_ratio is not None]
         return max(ratios) if ratios else None
@@ -141,6 +151,7 @@ class OpResult:
             "failures": [t.to_json() for t in self.failures],
             "skip_reasons": sorted({t.skip_reason for t in self.tests if t.skip_reason}),
             "notes": sorted({n for t in self.tests for n in t.notes}),
+            "diagnosis": self.diagnosis,
         }
 
 
@@ -245,6 +256,7 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
             result.outcome, result.failure = "failed", text
             result.message = rec.get("failure") or _summary_line(text)
             result.verdict = rec.get("verdict") or None
+            result.diagnosis = Diagnosis.from_json(rec["diagnosis"]) if rec.get("diagnosis") else None
             result.falsifying_example = phase.get("falsifying_example")
             result.reproduce_blob = phase.get("reproduce_blob")
     return result
@@ -343,6 +355,18 @@ def _ratio(ratio: float | None) -> str:
     return "-" if ratio is None else "inf" if ratio == float("inf") else f"{ratio:.3g}"
 
 
+def _diagnosis_json(d: Diagnosis | None) -> dict[str, Any] | None:
+    return None if d is None else {"variants": list(d.variants), "alike": list(d.alike), "text": d.text,
+                                   "measured": d.tried, "seconds": d.seconds, "error": d.error or None}
+
+
+def diagnosis_lines(results: Sequence[OpResult]) -> list[str]:
+    """One line per failing (or accepted) op with a diagnosis, for the console:
+    ``positional_encoding on torch-float32: FAIL; conforms under variant `pe-sin-cos-halves` (...)``."""
+    return [f"{r.op} on {r.target}: {r.status.upper()}; {r.diagnosis}" for r in results
+            if r.diagnosis and r.status in (*FAILING, KNOWN)]
+
+
 def _finite(x: float | None) -> float | str | None:
     return None if x is None else "inf" if x == float("inf") else x
 
@@ -372,13 +396,16 @@ def write_junit(path: Path, tests: Sequence[TestResult], *, name: str = "conform
             for key, value in (("op", t.op), ("target", t.target), ("kind", t.kind), ("examples", t.examples),
                                ("worst_ratio", _ratio(t.worst_ratio))):
                 ET.SubElement(props, "property", name=key, value=str(value))
+            if t.diagnosis is not None:
+                ET.SubElement(props, "property", name="diagnosis", value=t.diagnosis.text)
         counts["tests"] += 1
         total += t.duration
         if t.failed and t.deviation is not None:
             ET.SubElement(case, "skipped", message=f"known deviation: {t.deviation.reason}").text = _clip(t.failure)
             counts["skipped"] += 1
         elif t.outcome == "failed":
-            ET.SubElement(case, "failure", message=t.message[:500]).text = _clip(t.failure)
+            diagnosed = f" [diagnosis: {t.diagnosis.text}]" if t.diagnosis is not None else ""
+            ET.SubElement(case, "failure", message=t.message[:500] + diagnosed).text = _clip(t.failure)
             counts["failures"] += 1
         elif t.outcome in ("crashed", "timeout"):
             ET.SubElement(case, "error", message=f"{t.outcome}: {t.message[:500]}").text = _clip(t.failure)
@@ -466,6 +493,10 @@ def markdown(document: dict[str, Any]) -> str:
         if untested:
             lines += ["", f"No tests for: {', '.join(untested)}."]
         lines.append("")
+    diagnosed = [r for r in document["results"] if r.get("diagnosis") and r["status"] in (*FAILING, KNOWN)]
+    if diagnosed:
+        lines += ["### Diagnosis", ""] + [f"- `{r['op']}` on `{r['target']}`: {r['status']}; {r['diagnosis']}"
+                                          for r in diagnosed] + [""]
     failures = [(r, f) for r in document["results"] for f in r["failures"]]
     if failures:
         lines += ["### Failures", ""]
@@ -475,6 +506,8 @@ def markdown(document: dict[str, Any]) -> str:
                       f"- test: `{f['nodeid']}`"]
             if f["worst_element"]:
                 lines.append(f"- worst element: `{f['worst_element']}`")
+            if f.get("diagnosis"):
+                lines.append(f"- diagnosis: {f['diagnosis']['text']}")
             if f["message"]:
                 lines += ["", "```", _clip(f["message"], 1500), "```"]
             if f["falsifying_example"]:

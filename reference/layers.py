@@ -4,6 +4,10 @@ Each public function validates and converts its inputs at the boundary (ValueErr
 argument) and then calls the private ``_`` function that reads like the equation. ``dtype`` is
 float64 for ground truth; a lower precision gives the naive same-precision baseline of the
 tolerance model (see reference/precision.py).
+
+Where an equation has a named alternative convention (reference/variants.py: PE halves,
+finite masks, NaN rows, the variance, eps, GELU, head layout, score scale), the code calls
+the variant's hook only while one is active (``if _variants.ACTIVE``): the gate's diagnosis.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from reference import variants as _variants
 from reference._checks import check_axis, check_ids, check_int, check_mask, float_tree, floats
 from reference.config import ACTIVATIONS
 from reference.params import attention_shapes, ffn_shapes, norm_shapes
@@ -45,7 +50,8 @@ def _softmax(x: np.ndarray, axis: int, dtype: str) -> np.ndarray:
     m = np.where(np.isneginf(m), 0, m)  # all -inf: exp(-inf - 0) = 0 everywhere
     e = np.exp(x - m)
     s = np.sum(e, axis=axis, keepdims=True)
-    return rounded(e / np.where(s > 0, s, 1), dtype)
+    out = rounded(e / np.where(s > 0, s, 1), dtype)
+    return _variants.softmax_of_masked_rows(out, x, axis) if _variants.ACTIVE else out
 
 
 # --- positional encoding and embedding -----------------------------------------------------
@@ -71,6 +77,8 @@ def _positional_encoding(seq_len: int, d_model: int, dtype: str) -> np.ndarray:
     pe = np.empty((seq_len, d_model), dtype=angle.dtype)
     pe[:, 0::2] = np.sin(angle)
     pe[:, 1::2] = np.cos(angle)
+    if _variants.ACTIVE:  # a named convention instead of the contract's (reference/variants.py)
+        pe = _variants.positional_encoding(angle, pe, dtype)
     return rounded(pe, dtype)
 
 
@@ -104,8 +112,11 @@ def layer_norm(x: Any, gamma: Any, beta: Any, eps: float, *, dtype: str = "float
 
 def _layer_norm(x: np.ndarray, norm: Params, eps: float, dtype: str) -> np.ndarray:
     mean = rounded(np.mean(x, axis=-1, keepdims=True), dtype)
-    var = rounded(np.mean((x - mean) ** 2, axis=-1, keepdims=True), dtype)   # biased
-    x_hat = rounded((x - mean) / np.sqrt(var + eps), dtype)
+    if _variants.ACTIVE:  # a named convention instead of the contract's (reference/variants.py)
+        x_hat = _variants.x_hat(x, mean, eps, dtype)
+    else:
+        var = rounded(np.mean((x - mean) ** 2, axis=-1, keepdims=True), dtype)   # biased
+        x_hat = rounded((x - mean) / np.sqrt(var + eps), dtype)
     return rounded(x_hat * norm["gamma"] + norm["beta"], dtype)
 
 
@@ -148,16 +159,22 @@ def _attention_inputs(q: Any, k: Any, v: Any, mask: Any, dtype: str) -> tuple:
     return q, k, v, check_mask("mask", mask, (*batch, q.shape[-2], k.shape[-2]))
 
 
-def _attention_weights(q: np.ndarray, k: np.ndarray, mask: np.ndarray | None, dtype: str) -> np.ndarray:
+def _attention_weights(q: np.ndarray, k: np.ndarray, mask: np.ndarray | None, dtype: str,
+                       d_model: int | None = None) -> np.ndarray:
+    """``d_model``: the model width, given inside multi-head attention (for a variant's scale)."""
     d_k = q.shape[-1]
+    if _variants.ACTIVE:  # a named convention instead of the contract's (reference/variants.py)
+        scores = rounded(_variants.scaled_scores(q @ np.swapaxes(k, -1, -2), d_k, d_model), dtype)
+        return _softmax(scores if mask is None else _variants.masked_scores(scores, mask, dtype), -1, dtype)
     scores = rounded(q @ np.swapaxes(k, -1, -2) / math.sqrt(d_k), dtype)   # (..., Sq, Sk)
     if mask is not None:
         scores = np.where(mask, scores, -np.inf)
     return _softmax(scores, -1, dtype)
 
 
-def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, dtype: str) -> np.ndarray:
-    return rounded(_attention_weights(q, k, mask, dtype) @ v, dtype)
+def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, dtype: str,
+               d_model: int | None = None) -> np.ndarray:
+    return rounded(_attention_weights(q, k, mask, dtype, d_model) @ v, dtype)
 
 
 # --- multi-head attention ------------------------------------------------------------------
@@ -191,18 +208,22 @@ def _multi_head_attention(x_q: np.ndarray, x_kv: np.ndarray, p: Params, num_head
     K = _split_heads(_linear(x_kv, p["w_k"], p["b_k"], dtype), num_heads)   # (B, h, Sk, d_k)
     V = _split_heads(_linear(x_kv, p["w_v"], p["b_v"], dtype), num_heads)   # (B, h, Sk, d_k)
     head_mask = None if mask is None else mask[..., None, :, :]              # same for every head
-    heads = _attention(Q, K, V, head_mask, dtype)                            # (B, h, Sq, d_k)
+    heads = _attention(Q, K, V, head_mask, dtype, x_q.shape[-1])             # (B, h, Sq, d_k)
     return _linear(_merge_heads(heads), p["w_o"], p["b_o"], dtype)
 
 
 def _split_heads(x: np.ndarray, num_heads: int) -> np.ndarray:
     """(B, S, h * d_k) -> (B, h, S, d_k): head i = columns [i*d_k:(i+1)*d_k]."""
+    if _variants.ACTIVE and (interleaved := _variants.split_heads(x, num_heads)) is not None:
+        return interleaved
     B, S, d_model = x.shape
     return x.reshape(B, S, num_heads, d_model // num_heads).transpose(0, 2, 1, 3)
 
 
 def _merge_heads(x: np.ndarray) -> np.ndarray:
     """(B, h, S, d_k) -> (B, S, h * d_k): Concat(head_1, ..., head_h)."""
+    if _variants.ACTIVE and (interleaved := _variants.merge_heads(x)) is not None:
+        return interleaved
     B, h, S, d_k = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, S, h * d_k)
 
@@ -251,6 +272,8 @@ def _gelu(x: np.ndarray, dtype: str) -> np.ndarray:
     Choices: erf's value is stored (rounded to ``dtype``) before 1 + erf, as a kernel holds it;
     for x < 0 that sum cancels, so erf's rounding sets GELU's error (conformance/TOLERANCES.md).
     """
+    if _variants.ACTIVE and _variants.on("gelu-tanh"):
+        return _variants.gelu_tanh(x, dtype)
     phi = rounded(special.erf(x / math.sqrt(2.0)), dtype)                  # 2 Phi(x) - 1
     return rounded(0.5 * x * (1.0 + phi), dtype)
 

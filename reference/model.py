@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from reference import variants as _variants
 from reference._checks import (
     check_ids, check_int, check_mask, check_padding_mask, check_positions, float_tree, floats,
 )
@@ -58,7 +59,7 @@ def decoder_layer(y: Any, memory: Any, p: Params, config: ConfigLike, self_mask:
 def _sublayer(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], norm: Params, c: Config,
               dtype: str) -> np.ndarray:
     """Post-LN: LayerNorm(x + Sublayer(x)) (sec. 5.4); pre-LN (norm_first): x + Sublayer(LayerNorm(x))."""
-    if c.norm_first:
+    if (_variants.norm_first(c.norm_first) if _variants.ACTIVE else c.norm_first):
         return rounded(x + fn(_layer_norm(x, norm, c.layer_norm_eps, dtype)), dtype)
     return _layer_norm(rounded(x + fn(x), dtype), norm, c.layer_norm_eps, dtype)
 
@@ -133,13 +134,15 @@ def _decoder_inputs(c: Config, tgt_ids: Any, memory: Any, src_mask: Any, tgt_mas
 def _embed(ids: np.ndarray, table: np.ndarray, c: Config, dtype: str) -> np.ndarray:
     """Embed(ids) * sqrt(d_model) + PE (sec. 3.4, 3.5). Shapes: (B, S) -> (B, S, d_model)."""
     x = table[ids]
-    if c.scale_embedding:
+    if (_variants.scale_embedding(c.scale_embedding) if _variants.ACTIVE else c.scale_embedding):
         x = rounded(x * math.sqrt(c.d_model), dtype)
     return rounded(x + _positional_encoding(ids.shape[1], c.d_model, dtype), dtype)
 
 
 def _key_padding(pad_mask: np.ndarray | None) -> np.ndarray | None:
     """(B, Sk) padding mask -> (B, 1, Sk) attention mask: no query attends to a padded key."""
+    if pad_mask is not None and _variants.ACTIVE:
+        pad_mask = _variants.key_padding(pad_mask)
     return None if pad_mask is None else pad_mask[:, None, :]
 
 
@@ -147,14 +150,14 @@ def causal_mask(seq_len: int) -> np.ndarray:
     """mask[i, j] = j <= i: position i may attend to positions up to i (sec. 3.2.3).
     Shapes: -> (seq_len, seq_len) bool."""
     seq_len = check_int("seq_len", seq_len, minimum=0)
-    return np.tril(np.ones((seq_len, seq_len), dtype=bool))
+    return np.tril(np.ones((seq_len, seq_len), dtype=bool), k=_variants.causal_diagonal() if _variants.ACTIVE else 0)
 
 
 def _encode(src_ids: np.ndarray, params: Params, c: Config, src_mask: np.ndarray | None, dtype: str) -> np.ndarray:
     x = _embed(src_ids, params["src_embedding"], c, dtype)                  # (B, Ss, d_model)
     for p in params["encoder"]:
         x = _encoder_layer(x, p, c, _key_padding(src_mask), dtype)
-    return _layer_norm(x, params["encoder_norm"], c.layer_norm_eps, dtype) if c.final_norm else x
+    return _layer_norm(x, params["encoder_norm"], c.layer_norm_eps, dtype) if _final_norm(c) else x
 
 
 def _decode(tgt_ids: np.ndarray, memory: np.ndarray, params: Params, c: Config, src_mask: np.ndarray | None,
@@ -165,7 +168,12 @@ def _decode(tgt_ids: np.ndarray, memory: np.ndarray, params: Params, c: Config, 
         self_mask = self_mask & _key_padding(tgt_mask)                      # (B, St, St)
     for p in params["decoder"]:
         y = _decoder_layer(y, memory, p, c, self_mask, _key_padding(src_mask), dtype)
-    return _layer_norm(y, params["decoder_norm"], c.layer_norm_eps, dtype) if c.final_norm else y
+    return _layer_norm(y, params["decoder_norm"], c.layer_norm_eps, dtype) if _final_norm(c) else y
+
+
+def _final_norm(c: Config) -> bool:
+    """Whether the stacks end with a layer norm (the config's ``final_norm``)."""
+    return _variants.final_norm(c.final_norm) if _variants.ACTIVE else c.final_norm
 
 
 def _generator(y: np.ndarray, params: Params, dtype: str) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import settings
 
 import reference
-from conformance import record
+from conformance import diagnosis, record
 from conformance.assertions import assert_close, assert_equal, assert_no_systematic_error
 from conformance.harness import call_op, label
 from conformance.tolerances import expected, margin_tolerance, reference_value, rounded_inputs
@@ -62,8 +62,13 @@ def compare(backend: Any, op: str, *args: Any, where: np.ndarray | None = None, 
     value = reference_value(op, args, kwargs)
     got = call_op(backend, op, *args, shape=value.shape, **kwargs)
     want = expected(op, args, kwargs, dtype=backend.dtype, value=value)
-    worst = assert_close(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
-    assert_no_systematic_error(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
+    try:
+        worst = assert_close(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
+        assert_no_systematic_error(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
+    except AssertionError:  # name the convention the backend follows, if one explains it
+        record.note_diagnosis(functools.partial(diagnosis.diagnose, op, args, kwargs, got, want,
+                                                dtype=backend.dtype, where=where))
+        raise
     return worst
 
 

@@ -1,4 +1,4 @@
-"""The whole mutant zoo in one place: every mutant of ``zoo.py`` and ``model.py`` with the
+"""The whole mutant zoo in one place: every mutant of ``zoo.py``, ``model.py`` and ``conventions.py`` with the
 contract op(s) its bug lives in and the dtype it runs at.
 
 ``ALL[name] = Mutant(factory, ops, dtype)`` (a NamedTuple: ``factory, ops = ALL[name][:2]``).
@@ -11,7 +11,7 @@ touching zoo.py. Every mutant is also an attribute of this module, so the spec
 
 from __future__ import annotations
 
-from tests.mutants import model, zoo
+from tests.mutants import conventions, model, zoo
 from tests.mutants.model import Mutant
 
 ATTENTION = ("attention_weights", "attention")
@@ -58,13 +58,14 @@ ZOO_OPS: dict[str, tuple[str, ...]] = {
 """zoo mutant -> the op(s) its bug lives in. A zoo mutant missing here gets ``ops = ()``, which
 tests/test_mutants_caught.py reports as an error to fix here."""
 
-_clash = sorted(set(zoo.MUTANTS) & set(model.MUTANTS))
+_clash = sorted((set(zoo.MUTANTS) & set(model.MUTANTS)) | ((set(zoo.MUTANTS) | set(model.MUTANTS)) & set(conventions.MUTANTS)))
 if _clash:
-    raise ValueError(f"mutant names registered in both zoo.py and model.py: {_clash}")
+    raise ValueError(f"mutant names registered twice in zoo.py, model.py, conventions.py: {_clash}")
 
 ALL: dict[str, Mutant] = {
     **{name: Mutant(factory, ZOO_OPS.get(name, ())) for name, factory in zoo.MUTANTS.items()},
     **model.MUTANTS,
+    **conventions.MUTANTS,
 }
 """name -> Mutant(factory, ops, dtype) of every mutant."""
 

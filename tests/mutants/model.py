@@ -567,14 +567,3 @@ class ScoresBiased64u(TorchBackend):
 
     def _scores(self, q: Tensor, k: Tensor) -> Tensor:
         return q @ k.transpose(-2, -1) * ((1.0 + 64 * 2.0**-24) / math.sqrt(q.shape[-1]))
-
-
-@register("pe_table_in_float32", "positional_encoding")
-class PETableInFloat32(TorchBackend):
-    """the positional-encoding table is computed in float32 and upcast, in a backend that claims float64."""
-
-    @torch.no_grad()
-    def positional_encoding(self, seq_len: int, d_model: int) -> Tensor:
-        angles = self._pe_angles(seq_len, d_model).to(torch.float32)
-        pe = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1)
-        return pe.flatten(-2).to(self.torch_dtype)

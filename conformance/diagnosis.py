@@ -1,0 +1,215 @@
+"""Diagnosis on failure: name the convention a failing backend follows.
+
+When a differential comparison fails (conformance/differential/_compare.py), the failing
+case's inputs and the backend's output are kept; at the end of the test (only the last
+failure's: the shrunk example, which Hypothesis replays last) the case is re-evaluated under
+the named variants of the reference (reference/variants.py, listed in conformance/VARIANTS.md):
+
+1. every variant that can change this op at this dtype (its ops lie under the op) is
+   evaluated once in float64; one that leaves the compared values bit for bit unchanged
+   cannot explain the failure and is dropped;
+2. in catalogue order, each remaining variant is measured with the tolerance model itself
+   (the contract's per-element tolerance and root-mean-square check, conformance/tolerances.py,
+   against the variant's value: a variant changes what is computed, not how it rounds); a
+   structural variant is only
+   measured when its values are closer to the backend's than the contract's are. The first
+   under which the backend's output conforms is the diagnosis (a NaN where the variant has
+   a NaN counts as agreeing);
+3. for the layers and the model ops, when no single variant explains it, pairs of the
+   remaining variants are tried the same way.
+
+Variants of the explaining one's equation under which the output conforms too (``alike``:
+e.g. ``mask-fill-1e9`` and ``mask-finfo-min``, which agree unless a score is below -1e9) are
+reported with it. ``CONFORMANCE_DIAGNOSIS=off``
+turns the diagnosis off (for timing it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from conformance.record import Diagnosis
+from conformance.tolerances import MIN_COUNT, RMS_LIMIT, reference_value, rms_ratio
+from reference import variants
+from reference.config import as_config
+from reference.precision import unit_roundoff
+from reference.variants import CATALOGUE, Variant
+
+PARTS: dict[str, tuple[str, ...]] = {
+    "attention_weights": ("softmax",),
+    "attention": ("attention_weights",),
+    "multi_head_attention": ("attention",),
+    "encoder_layer": ("multi_head_attention", "feed_forward", "layer_norm"),
+    "decoder_layer": ("multi_head_attention", "feed_forward", "layer_norm"),
+    "encode": ("encoder_layer", "positional_encoding", "embedding", "layer_norm"),
+    "decode": ("decoder_layer", "positional_encoding", "embedding", "layer_norm"),
+    "forward": ("encode", "decode"),
+    "greedy_decode": ("forward",),
+}
+"""op -> the contract ops the reference builds it from (directly)."""
+
+PAIR_OPS = frozenset({"encoder_layer", "decoder_layer", "encode", "decode", "forward"})
+"""Ops whose failures may need two conventions at once (the model-level ops)."""
+
+SCREEN = 1000.0
+"""A variant is measured only if it brings the backend's output within SCREEN times the
+contract's largest tolerance, or of u times the output's largest magnitude (a variant's own
+tolerance is of that order: both come from the same rounding model), and, for a structural
+variant, nearer than the contract's value."""
+
+OFF = "off"
+
+
+def enabled() -> bool:
+    """False when ``CONFORMANCE_DIAGNOSIS=off``."""
+    return os.environ.get("CONFORMANCE_DIAGNOSIS", "").strip().lower() != OFF
+
+
+def parts(op: str) -> frozenset[str]:
+    """``op`` and every op it is built from, transitively."""
+    found = {op}
+    for part in PARTS.get(op, ()):
+        found |= parts(part)
+    return frozenset(found)
+
+
+def candidates(op: str, dtype: str) -> list[Variant]:
+    """The variants that can change ``op``'s result at ``dtype``, in catalogue order."""
+    under = parts(op)
+    return [v for v in CATALOGUE.values() if dtype in v.dtypes and under & set(v.ops)]
+
+
+def diagnose(op: str, args: Sequence[Any], kwargs: Mapping[str, Any], actual: np.ndarray, want: Any,
+             *, dtype: str, where: np.ndarray | None = None) -> Diagnosis | None:
+    """The variant(s) of the reference under which ``actual`` (the backend's float64 result on
+    the dtype-rounded ``args``/``kwargs``) conforms; ``want`` is the contract's Expected
+    (``.value``, ``.tol``) it failed against (see the module docstring). None when the
+    diagnosis is off."""
+    contract = np.asarray(want.value, np.float64)
+    if not enabled() or np.shape(actual) != contract.shape:
+        return None
+    start = time.perf_counter()
+    compared = np.ones(contract.shape, bool) if where is None else np.broadcast_to(where, contract.shape)
+    tol = np.broadcast_to(np.asarray(want.tol, np.float64), contract.shape)
+    scale = np.where(np.isfinite(actual), np.abs(actual), 0.0)[compared].max(initial=0.0)
+    reach = SCREEN * max(float(np.where(np.isfinite(tol), tol, 0.0)[compared].max(initial=0.0)),
+                         unit_roundoff(dtype) * float(scale))  # a case whose tolerance is 0 (all-zero rows)
+    case = _Case(op, list(args), dict(kwargs), np.asarray(actual, np.float64), contract, tol, dtype, compared, reach)
+    try:
+        found, alike, tried = case.search()
+    except Exception as exc:  # noqa: BLE001 - a diagnosis never hides the failure it explains
+        return Diagnosis(op=op, error=f"{type(exc).__name__}: {exc}", text="diagnosis failed",
+                         seconds=round(time.perf_counter() - start, 3))
+    return Diagnosis(op=op, variants=found, alike=alike, tried=tried, text=describe(found, alike, tried),
+                     seconds=round(time.perf_counter() - start, 3))
+
+
+def describe(found: Sequence[str], alike: Sequence[str] = (), tried: int = 0) -> str:
+    """``conforms under variant `pe-sin-cos-halves` (...)``, or ``no known convention``."""
+    if not found:
+        return f"no known convention ({tried} variant evaluation(s) measured)"
+    names = " + ".join(CATALOGUE[i].describe() for i in found)
+    same = f"; indistinguishable here from {', '.join(f'`{i}`' for i in alike)}" if alike else ""
+    return f"conforms under variant{'s' if len(found) > 1 else ''} {names}{same}"
+
+
+def relevant(v: Variant, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    """False when the case's config makes ``v`` a no-op (saves evaluating a model-level op
+    for nothing): GELU variants under ReLU, embedding-scale variants against the config's
+    choice, the final-norm variant without final norms, head layouts with one head."""
+    config = next((a for a in [*args, *kwargs.values()] if isinstance(a, Mapping) and "d_model" in a), None)
+    if config is None:
+        return True
+    c = as_config(config)
+    return {"gelu-tanh": c.activation == "gelu", "embedding-unscaled": c.scale_embedding,
+            "embedding-always-scaled": not c.scale_embedding, "final-norm-missing": c.final_norm,
+            "heads-interleaved": c.num_heads > 1, "attention-scale-sqrt-d-model": c.num_heads > 1}.get(v.id, True)
+
+
+class _Case:
+    """One failing comparison and its re-evaluations."""
+
+    def __init__(self, op: str, args: list, kwargs: dict, actual: np.ndarray, contract: np.ndarray, tol: np.ndarray,
+                 dtype: str, compared: np.ndarray, reach: float) -> None:
+        self.op, self.args, self.kwargs, self.actual, self.contract = op, args, kwargs, actual, contract
+        self.tol, self.dtype, self.compared, self.reach = tol, dtype, compared, reach
+        self.contract_distance = self.distance(contract)
+
+    def search(self) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+        """(explaining ids, alike ids, measured evaluations): singles lazily, in catalogue
+        order, stopping at the first that explains; then pairs."""
+        changed: list[tuple[Variant, np.ndarray]] = []
+        tried = 0
+        for v in candidates(self.op, self.dtype):
+            if not relevant(v, self.args, self.kwargs) or self.same(value := self.value((v.id,)), self.contract):
+                continue
+            changed.append((v, value))
+            if self.promising(value, v.numerical):
+                tried += 1
+                if self.conforms((v.id,), value):
+                    return (v.id,), self.alike(v, value), tried
+        if self.op in PAIR_OPS:
+            halfway = {v.id for v, value in changed if self.distance(value) <= self.contract_distance / 2}
+            for (a, value_a), (b, value_b) in itertools.combinations(changed, 2):
+                if not {a.id, b.id} & halfway:
+                    continue  # a pair worth trying has a member that alone halves the distance
+                value = self.value((a.id, b.id))
+                if self.same(value, value_a) or self.same(value, value_b):
+                    continue  # one overrides the other (one equation), or the second adds nothing here
+                if self.promising(value, a.numerical and b.numerical):
+                    tried += 1
+                    if self.conforms((a.id, b.id), value):
+                        return (a.id, b.id), (), tried
+        return (), (), tried
+
+    def alike(self, found: Variant, value: np.ndarray) -> tuple[str, ...]:
+        """The other variants of ``found``'s equation under which the output conforms too (on
+        a shrunk case, e.g. a lone fully masked row, finite fills and additive masks agree)."""
+        return tuple(v.id for v in candidates(self.op, self.dtype)
+                     if v is not found and v.equation == found.equation and relevant(v, self.args, self.kwargs)
+                     and (self.same(other := self.value((v.id,)), value)
+                          or (self.promising(other, v.numerical) and self.conforms((v.id,), other))))
+
+    def value(self, ids: tuple[str, ...]) -> np.ndarray:
+        """The float64 reference of the case under the variants ``ids``."""
+        with variants.active(*ids), np.errstate(all="ignore"):
+            return reference_value(self.op, self.args, self.kwargs)
+
+    def conforms(self, ids: tuple[str, ...], value: np.ndarray) -> bool:
+        """Whether the backend's output is within the tolerance model of ``value``, the case's
+        reference under the variants ``ids``, with the contract's tolerance (a variant changes
+        what is computed, not how it rounds): every element, and the root mean square of
+        err/tol; positions where both are NaN agree."""
+        where = self.compared & ~(np.isnan(self.actual) & np.isnan(value))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.where(self.actual == value, 0.0, np.abs(self.actual - value))
+            ratio = np.nan_to_num(np.where(err == 0, 0.0, err / self.tol), nan=np.inf)[where]
+        return bool(np.all(ratio <= 1.0)) and (ratio.size < MIN_COUNT or rms_ratio(ratio) <= RMS_LIMIT)
+
+    def same(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """``a`` and ``b`` agree bit for bit at the compared positions (NaN agreeing with NaN)."""
+        return a.shape == b.shape and bool(np.array_equal(a[self.compared], b[self.compared], equal_nan=True))
+
+    def distance(self, value: np.ndarray) -> float:
+        """The largest |actual - value| at the compared positions (NaN or inf against a number: inf)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(self.actual - value)
+        diff = np.where((self.actual == value) | (np.isnan(self.actual) & np.isnan(value)), 0.0,
+                        np.where(np.isnan(diff), np.inf, diff))
+        return float(diff[self.compared].max(initial=0.0))
+
+    def promising(self, value: np.ndarray, numerical: bool) -> bool:
+        """Worth measuring: within reach of the backend's output and, unless it only changes
+        rounding, nearer to it than the contract's value."""
+        return self.distance(value) <= self.reach and (numerical or self.closer(value))
+
+    def closer(self, value: np.ndarray) -> bool:
+        """The backend's output is nearer ``value`` than the contract's value (a screen: a
+        structural variant that explains the failure is)."""
+        return self.distance(value) < self.contract_distance
