@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conformance import record
+from conformance import record, watchdog
 
 NOT_IMPLEMENTED = "not implemented"
 UNSUPPORTED = "unsupported"
@@ -83,7 +83,10 @@ def call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = N
     native_args, native_kwargs = to_native(backend, list(args)), to_native(backend, kwargs)
     before = _snapshot(backend, (native_args, native_kwargs))
     try:
-        result = getattr(backend, op)(*native_args, **native_kwargs)
+        with watchdog.watch(backend, op, args, kwargs):
+            result = getattr(backend, op)(*native_args, **native_kwargs)
+    except watchdog.Hung as exc:  # past the per-call limit, or hung earlier in this run
+        raise BackendFault(str(exc)) from None
     except NotImplementedError:
         pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)} raised NotImplementedError")
     except Exception as exc:  # noqa: BLE001 - any exception of the backend's is a failure of the op

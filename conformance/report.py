@@ -245,6 +245,8 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
             result.outcome, result.failure = "failed", text
             result.message = rec.get("failure") or _summary_line(text)
             result.verdict = rec.get("verdict") or None
+            if result.verdict == TIMEOUT:  # the per-call watchdog stopped a call (conformance/watchdog.py)
+                result.outcome = "timeout"
             result.falsifying_example = phase.get("falsifying_example")
             result.reproduce_blob = phase.get("reproduce_blob")
     return result
