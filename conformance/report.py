@@ -434,7 +434,7 @@ def document(*, kind: str, command: list[str], environment: dict[str, Any], sett
 def markdown(document: dict[str, Any]) -> str:
     """report.md: a summary a CI system can post as a comment (from the report.json document)."""
     verdict = document["summary"]["verdict"]
-    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}[verdict]
+    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "interrupted": "INTERRUPTED"}[verdict]
     lines = [f"## Transformer conformance gate: {icon}", ""]
     counts = document["summary"]["statuses"]
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no results")
