@@ -73,6 +73,16 @@ def require_op(backend: Any, op: str) -> None:
 
 
 def call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = None, **kwargs: Any) -> np.ndarray:
+    """``backend.<op>(*args, **kwargs)`` with NumPy in and NumPy out (see ``_call_op``); a
+    BackendFault is booked under ``op`` (a property of one op may call others)."""
+    try:
+        return _call_op(backend, op, *args, shape=shape, **kwargs)
+    except BackendFault:
+        record.note_failed_op(op)
+        raise
+
+
+def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = None, **kwargs: Any) -> np.ndarray:
     """``backend.<op>(*args, **kwargs)`` with NumPy in and NumPy out.
 
     Returns float64 (int64 for greedy_decode). Fails with a BackendFault when the op raises,

@@ -16,6 +16,7 @@ class Record:
     failure: str = ""
     notes: list[str] = field(default_factory=list)
     verdict: str = ""  # a failure's own status instead of "fail", e.g. "nondeterministic" (report.py)
+    failed_op: str = ""  # the op whose call failed (a BackendFault), when the test's own op called another
 
     def as_property(self) -> dict:
         return asdict(self)
@@ -62,3 +63,10 @@ def note(text: str) -> None:
     """A remark for the report (e.g. "greedy decoding diverged at a near-tie at step 3")."""
     if (rec := _current.get()) is not None and text not in rec.notes:
         rec.notes.append(text)
+
+
+def note_failed_op(op: str) -> None:
+    """The failure came from a call of ``op`` (the report books it there, naming the test)."""
+    if (rec := _current.get()) is not None:
+        rec.failed_op = op
+

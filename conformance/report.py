@@ -245,6 +245,11 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
             result.outcome, result.failure = "failed", text
             result.message = rec.get("failure") or _summary_line(text)
             result.verdict = rec.get("verdict") or None
+            failed_op = rec.get("failed_op") or None
+            if failed_op and failed_op != result.op:  # booked under the op whose call failed
+                result.notes.append(f"booked under {failed_op}, whose call failed, in {result.test} "
+                                    f"(a test of {result.op})")
+                result.op = failed_op
             if result.verdict == TIMEOUT:  # the per-call watchdog stopped a call (conformance/watchdog.py)
                 result.outcome = "timeout"
             result.falsifying_example = phase.get("falsifying_example")

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import reference
 from backends.contract import OPS
 from conformance import record
 
@@ -100,8 +101,6 @@ def who(backend: Any) -> str:
 
 def reference_seconds(op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> float:
     """Wall time of the float64 reference for the same call (0 when it cannot run it)."""
-    import reference
-
     fn = getattr(reference, op, None)
     started = time.perf_counter()
     try:
@@ -176,7 +175,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
         return
     inside = _inside(frame, call.backend, call.op)
     where = f"{who(call.backend)}.{call.op}"
-    message = (f"{where}: timeout: no result after {elapsed:.0f} s (the per-call watchdog: max({FLOOR_S:g} s, "
+    message = (f"{where}: timeout: no result after {elapsed:.1f} s (the per-call watchdog: max({FLOOR_S:g} s, "
                f"{FACTOR:g}x the reference's {call.reference_s * 1e3:.1f} ms for the same call)); interrupted")
     if inside != call.op:
         earlier = _hung.get((who(call.backend), inside))

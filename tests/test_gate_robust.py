@@ -11,7 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from conformance import record, report, watchdog
 from conformance.cli import EXIT_INTERRUPTED, INTERRUPTED, build_parser
+from conformance.harness import BackendFault, call_op
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +77,91 @@ def test_the_gate_keeps_hypothesis_state_in_its_report_dir(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert list(run.iterdir()) == [], list(run.iterdir())
     assert (tmp_path / "r" / ".hypothesis").is_dir()
+
+
+# --- the per-call watchdog, in-process --------------------------------------------------------
+
+class _Sleepy:
+    """embedding sleeps (a hang); encode calls it (a composite op)."""
+
+    name, dtype, device = "sleepy", "float64", "cpu"
+
+    def asarray(self, x):
+        return np.asarray(x)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def embedding(self, ids, table):
+        time.sleep(30)
+
+    def encode(self, src_ids, params, config, src_mask=None):
+        return self.embedding(src_ids, params)
+
+
+@pytest.fixture(scope="function")
+def fast_watchdog(monkeypatch):
+    monkeypatch.setattr(watchdog, "FLOOR_S", 0.3)
+    monkeypatch.setattr(watchdog, "_hung", {})
+    monkeypatch.setattr(watchdog, "_shared", None)
+    yield
+    record.stop()
+
+
+def test_a_hanging_call_is_interrupted_then_fails_at_once_and_a_composite_names_the_inner_op(fast_watchdog):
+    rec = record.start()  # a record of this test's own (the plugin's was started before the body)
+    backend, ids, table = _Sleepy(), np.zeros((1, 2), dtype=np.int64), np.ones((3, 4))
+    started = time.monotonic()
+    with pytest.raises(BackendFault, match=r"^sleepy\[float64, cpu\]\.embedding: timeout: no result after 0\.\d s "
+                                           r"\(the per-call watchdog: max\(0\.3 s, 100x the reference's"):
+        call_op(backend, "embedding", ids, table)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert rec.verdict == "timeout"
+    started = time.monotonic()
+    with pytest.raises(BackendFault, match=r"embedding: timeout"):
+        call_op(backend, "embedding", ids, table)
+    assert time.monotonic() - started < 0.1  # at once
+    with pytest.raises(BackendFault, match=r"^sleepy\[float64, cpu\]\.encode: timeout: .*it hung inside the "
+                                           r"backend's own embedding \(which hung earlier in this run\)$"):
+        call_op(backend, "encode", ids, table, None)
+    assert ("sleepy[float64, cpu]", "encode") in watchdog._hung
+
+
+def test_a_call_the_reference_is_slow_on_too_is_not_interrupted(fast_watchdog, monkeypatch):
+    monkeypatch.setattr(watchdog, "reference_seconds", lambda *a: 0.01)  # limit: max(0.3 s, 1 s)
+    rec = record.start()
+
+    class Slow(_Sleepy):
+        def embedding(self, ids, table):
+            time.sleep(0.6)
+            return np.asarray(table)[ids]
+
+    out = call_op(Slow(), "embedding", np.zeros((1, 2), dtype=np.int64), np.ones((3, 4)))
+    assert out.shape == (1, 2, 4) and rec.verdict == ""
+
+
+# --- a failure is booked under the op whose call failed ---------------------------------------
+
+class _Float32Attention(_Sleepy):
+    def attention(self, q, k, v, mask=None):
+        return (np.asarray(q) @ np.asarray(k).swapaxes(-1, -2) @ np.asarray(v)).astype(np.float32)
+
+
+def test_a_backend_fault_inside_another_op_s_test_is_booked_under_the_failing_op(tmp_path):
+    rec = record.start()
+    q = np.ones((1, 2, 3))
+    with pytest.raises(BackendFault, match="returned dtype float32"):
+        call_op(_Float32Attention(), "attention", q, q, q)
+    record.stop()
+    assert rec.failed_op == "attention"
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps({
+        "event": "report", "nodeid": "properties/test_multi_head.py::test_x[t-float64]",
+        "test": "properties/test_multi_head.py::test_x", "op": "multi_head_attention", "kind": "property",
+        "target": {"id": "t-float64"}, "when": "call", "outcome": "failed", "conformance": rec.as_property(),
+        "failure": "AssertionError"}) + "\n")
+    by_op = {r.op: r for r in report.aggregate(report.read_results(results))}
+    assert by_op["attention"].status == "fail" and by_op["multi_head_attention"].status == "no tests"
+    note = by_op["attention"].tests[0].notes[0]
+    assert note == ("booked under attention, whose call failed, in properties/test_multi_head.py::test_x "
+                    "(a test of multi_head_attention)")
