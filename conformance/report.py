@@ -13,6 +13,8 @@ its op fail; when every failing test of an op is covered, the op shows as "known
 
 from __future__ import annotations
 
+import datetime as _dt
+
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -223,8 +225,9 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
         result.outcome = "timeout" if fault.startswith("Timeout (") else "crashed"
         first = fault.strip().splitlines()[0] if fault.strip() else ""
         if result.outcome == "timeout":
-            after = first.removeprefix("Timeout (").rstrip("!").rstrip(")")
-            result.message = (f"no result after {after} (the per-test timeout): the process running it was ended; "
+            after = _rounded(first.removeprefix("Timeout (").rstrip("!").rstrip(")"))
+            result.message = (f"no result after {after} (the per-test timeout, or the per-call watchdog's backstop "
+                              "for a call stuck in native code): the process running it was ended; "
                               "its Python stacks are in the failure text")
         else:
             crash = [line for text in died for line in text.splitlines() if "crashed" in line or "died" in line]
@@ -255,6 +258,15 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
             result.falsifying_example = phase.get("falsifying_example")
             result.reproduce_blob = phase.get("reproduce_blob")
     return result
+
+
+def _rounded(clock: str) -> str:
+    """``0:00:09.908529`` (faulthandler's H:MM:SS) to whole seconds: ``0:00:10``."""
+    try:
+        hours, minutes, seconds = clock.split(":")
+        return str(_dt.timedelta(seconds=round(int(hours) * 3600 + int(minutes) * 60 + float(seconds))))
+    except ValueError:
+        return clock
 
 
 def running_stack(fault: str) -> str:
