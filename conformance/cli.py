@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -449,10 +450,12 @@ def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> li
         targets = [Target(s, d, device or "cpu") for s in (specs or list(BUILTINS)) for d in (dtypes or DTYPES)]
     factories = {}
     for spec in dict.fromkeys(t.spec for t in targets):
+        before = set(sys.modules)
         try:
             factories[spec] = resolve(spec)
         except BackendSpecError as exc:
             raise GateError(f"{exc}{_hint(spec)}") from exc
+        IMPORTED[spec] = {name.split(".", 1)[0] for name in set(sys.modules) - before} | _imports_of(factories[spec])
     for t in targets:
         try:
             factories[t.spec](dtype=t.dtype, device=t.device)
@@ -463,6 +466,13 @@ def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> li
             raise GateError(f"backend {t.spec!r}: the factory raised for dtype={t.dtype!r}, device={t.device!r}: "
                             f"{last} (a factory signals an unsupported dtype/device with ValueError)") from exc
     return [{"id": t.id, "spec": t.spec, "dtype": t.dtype, "device": t.device} for t in targets]
+
+
+def _imports_of(factory: Any) -> set[str]:
+    """The top-level packages the factory's module holds as globals (imported before us, too)."""
+    module = sys.modules.get(getattr(factory, "__module__", "") or "")
+    return {v.__name__.split(".", 1)[0] for v in vars(module).values() if isinstance(v, types.ModuleType)} \
+        if module is not None else set()
 
 
 def _hint(spec: str) -> str:
@@ -495,15 +505,22 @@ def environment() -> dict[str, Any]:
             "executable": sys.executable, "packages": {p: _version(p) for p in PACKAGES}}
 
 
+IMPORTED: dict[str, set[str]] = {}
+"""spec -> the top-level modules that loading its factory imported (check_targets)."""
+
+
 def backend_versions(spec: str) -> dict[str, str | None]:
     """Versions of the distribution(s) that provide a spec's factory module (by its top-level
-    package) and, for a built-in backend, of the libraries it runs; nothing new is imported."""
+    package) and of those its loading imported (a file or ``module:attr`` backend's onnxruntime,
+    transformers, ...), and, for a built-in backend, of the libraries it runs; nothing new is
+    imported."""
     target = BUILTINS.get(spec, spec)
     module = target.split(":", 1)[0] if ":" in target else ""
-    if not module or module.endswith(".py"):
-        return {}
-    top = module.split(".", 1)[0]
-    dists = metadata.packages_distributions().get(top, [])
+    tops = set(IMPORTED.get(spec, ()))
+    if module and not module.endswith(".py"):
+        tops.add(module.split(".", 1)[0])
+    distributions = metadata.packages_distributions()
+    dists = sorted({d for top in tops for d in distributions.get(top, [])})
     versions = {d: _version(d) for d in dists}
     versions.update({library: _version(library) for library in BUILTIN_LIBRARIES.get(spec, ())})
     return versions

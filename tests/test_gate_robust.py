@@ -165,3 +165,16 @@ def test_a_backend_fault_inside_another_op_s_test_is_booked_under_the_failing_op
     note = by_op["attention"].tests[0].notes[0]
     assert note == ("booked under attention, whose call failed, in properties/test_multi_head.py::test_x "
                     "(a test of multi_head_attention)")
+
+
+def test_a_file_backend_records_the_versions_of_what_its_module_imported(tmp_path):
+    from conformance.cli import backend_versions, check_targets
+
+    module = tmp_path / "uses_scipy_backend.py"
+    module.write_text("import scipy.special  # noqa: F401 - what a real adapter imports: its library\n"
+                      "from backends.numpy_backend import factory as numpy_factory\n\n\n"
+                      "def factory(*, dtype, device):\n    return numpy_factory(dtype=dtype, device=device)\n")
+    spec = f"{module}:factory"
+    check_targets([spec], ["float32"], None)
+    versions = backend_versions(spec)
+    assert versions.get("scipy") and versions["scipy"][0].isdigit(), versions
