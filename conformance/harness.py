@@ -96,7 +96,7 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
         with watchdog.watch(backend, op, args, kwargs):
             result = getattr(backend, op)(*native_args, **native_kwargs)
     except watchdog.Hung as exc:  # past the per-call limit, or hung earlier in this run
-        raise BackendFault(str(exc)) from None
+        raise BackendFault(str(exc)) from exc
     except NotImplementedError:
         pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)} raised NotImplementedError")
     except Exception as exc:  # noqa: BLE001 - any exception of the backend's is a failure of the op
