@@ -89,15 +89,17 @@ def assert_equal(actual: np.ndarray, expected: np.ndarray, *, backend: Any, op: 
     assert_close(actual, expected, tol=0.0, backend=backend, op=op, what=what, where=where)
 
 
-def assert_true(condition: np.ndarray, *, values: np.ndarray, backend: Any, op: str, what: str) -> None:
-    """``assert np.all(condition)``, naming the first element where it fails and its value."""
+def assert_true(condition: np.ndarray, *, values: np.ndarray, backend: Any, op: str, what: str,
+                name: str = "out") -> None:
+    """``assert np.all(condition)``, naming the first element where it fails and its value
+    (``name``: what ``values`` holds, when it is not the op's output)."""
     __tracebackhide__ = True
     condition = np.asarray(condition)
     if condition.all():
         return
     first = int(np.argmin(condition.ravel()))
     value = np.broadcast_to(values, condition.shape).flat[first].item()
-    message = (f"{label(backend, op)}: out{_index(first, condition.shape)} = {value!r} violates {what}; "
+    message = (f"{label(backend, op)}: {name}{_index(first, condition.shape)} = {value!r} violates {what}; "
                f"{int(np.count_nonzero(~condition))} of {condition.size} elements do")
     record.note_failure(message, np.inf)
     raise AssertionError(message)

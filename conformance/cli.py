@@ -1,7 +1,7 @@
 """``python -m conformance`` (also ``transformer-conformance``): the gate and the golden vectors.
 
     python -m conformance run [--backend SPEC]... [--dtype D]... [--device DEV]
-                              [--profile dev|ci|thorough] [--ops OP,...] [--require OP,...]
+                              [--hypothesis-profile dev|ci|thorough] [--ops OP,...]... [--require OP,...]...
                               [--known-deviations FILE] [--strict-deviations]
                               [--report-dir DIR] [-n N|auto] [--timeout SECONDS] [-v]
     python -m conformance golden export DIR [--seed N] [--layout npy|npz]
@@ -11,7 +11,8 @@
 ``run`` runs the property suite (``properties``) and the differential suite
 (``conformance.differential``) on the chosen backends under pytest (and pytest-xdist), prints a
 per-op table and exits 0 when every implemented op conforms and every ``--require``d op is
-implemented, 1 when anything fails, 2 on a usage or set-up error. Without ``--backend`` it
+implemented, 1 when anything fails, 2 on a usage or set-up error, 3 when interrupted (SIGTERM or
+SIGINT: the reports of every test that finished are written, the rest are "not run (interrupted)"). Without ``--backend`` it
 checks the built-in backends. The report files are described in conformance/REPORT.md; the
 golden vectors in conformance/GOLDEN.md.
 """
@@ -25,11 +26,13 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import types
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,8 +48,17 @@ DEFAULT_TIMEOUT = {"dev": 120.0, "ci": 300.0, "thorough": 1800.0}
 """Per-test timeout in seconds by profile (``--timeout`` overrides; 0 disables)."""
 PACKAGES = ("transformer-conformance", "numpy", "scipy", "ml_dtypes", "hypothesis", "pytest", "pytest-xdist",
             "pytest-timeout", "torch")
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
+INTERRUPTED = "not run (interrupted)"
 SHOWN_LINES = 12  # of a shrunk example, in the terminal
+
+
+class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
+    """SIGTERM (or SIGINT, as KeyboardInterrupt) reached the gate: it reports what finished."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 class GateError(Exception):
@@ -76,20 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the conformance gate on backends",
                               description="Run the property and differential suites on backends and gate on "
-                                          "the result.")
+                                          "the result. Exit status: 0 pass, 1 fail, 2 usage or set-up error, "
+                                          "3 interrupted (SIGTERM or SIGINT: the reports of what finished are "
+                                          "written). Reports and the known-deviations file format: "
+                                          "conformance/REPORT.md.")
     run.add_argument("--backend", action="append", default=[], metavar="SPEC",
                      help="backend spec (repeatable): a built-in name, package.module:attr, path/file.py:attr or an "
                           "entry point; default: every built-in backend")
     run.add_argument("--dtype", action="append", default=[], choices=DTYPES,
                      help="dtype (repeatable); default: every dtype (combinations a backend refuses are 'unsupported')")
     run.add_argument("--device", default=None, help="device, e.g. cpu, cuda, cuda:1 (default cpu)")
-    run.add_argument("--profile", choices=PROFILES, default="ci",
+    run.add_argument("--hypothesis-profile", "--profile", dest="profile", choices=PROFILES, default="ci",
                      help="Hypothesis profile: dev (25 examples), ci (100, derandomized; default), thorough (1000)")
-    run.add_argument("--ops", type=_op_list, default=[], metavar="OP,...", help="check only these ops")
-    run.add_argument("--require", type=_op_list, default=[], metavar="OP,...",
-                     help="fail unless these ops are implemented (on every supported target)")
+    run.add_argument("--ops", type=_op_list, action="extend", default=[], metavar="OP,...",
+                     help="check only these ops (repeatable, comma-separated)")
+    run.add_argument("--require", type=_op_list, action="extend", default=[], metavar="OP,...",
+                     help="fail unless these ops are implemented on every supported target (repeatable, "
+                          "comma-separated)")
     run.add_argument("--known-deviations", type=Path, default=None, metavar="FILE",
-                     help="TOML file of accepted failures (see conformance/deviations.py)")
+                     help="TOML file of accepted failures (format and example: conformance/REPORT.md, "
+                          "'Known deviations')")
     run.add_argument("--strict-deviations", action="store_true",
                      help="fail the gate when a known-deviations entry is stale (no longer fails)")
     run.add_argument("--report-dir", type=Path, default=None, metavar="DIR",
@@ -149,15 +167,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     gate = Gate(args)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         gate.prepare()
         gate.execute()
     except GateError as exc:
         gate.errors.append(str(exc))
     except KeyboardInterrupt:
-        gate.errors.append("interrupted")
+        gate.interrupted = "SIGINT"
+    except Interrupted as exc:
+        gate.interrupted = str(exc)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the reports are written whatever comes next
         code = gate.finish()
+        signal.signal(signal.SIGTERM, previous)
     return code
 
 
@@ -181,6 +204,7 @@ class Gate:
         self.pytest_rc: int | None = None
         self.command: list[str] | None = None
         self.log_tail = ""
+        self.interrupted: str | None = None  # the signal's name
 
     # set-up --------------------------------------------------------------------------------
 
@@ -235,7 +259,9 @@ class Gate:
         ini.write_text("[pytest]\n# written by python -m conformance run: isolates the gate from other configs\n"
                        "python_files = test_*.py\n", encoding="utf-8")
         self.command = command = self.pytest_command(results, ini)
-        env = {**os.environ, "HYPOTHESIS_PROFILE": self.args.profile, "PYTHONUNBUFFERED": "1"}
+        # the gate's state stays in its own directory, not the one it is run from (REPORT.md)
+        env = {"HYPOTHESIS_STORAGE_DIRECTORY": str(self.workdir / ".hypothesis"), **os.environ,
+               "HYPOTHESIS_PROFILE": self.args.profile, "PYTHONUNBUFFERED": "1"}
         log_path = self.workdir / "pytest.log"
         print(f"conformance gate: running {len(self.suites)} suite(s), profile {self.args.profile}, "
               f"workers {self.args.workers}; pytest log: {log_path}", flush=True)
@@ -267,7 +293,10 @@ class Gate:
     def finish(self) -> int:
         """Aggregate, print, write the reports; the exit status."""
         run, a = self.run, self.args
-        self.errors += self.run_errors()
+        if self.interrupted:
+            mark_interrupted(run.tests)
+        else:
+            self.errors += self.run_errors()
         targets = {t["id"]: t for t in run.targets or self.targets}
         deviations_mod.apply(self.deviations, run.tests, targets)
         stale = deviations_mod.stale(self.deviations, run.tests, targets)
@@ -291,7 +320,11 @@ class Gate:
         if results and not self.errors and not tested:
             self.errors.append("no target of this selection is supported here: "
                                + ", ".join(unsupported) + " (every test skipped as unsupported)")
-        if self.errors:
+        if self.interrupted:
+            verdict, code = "interrupted", EXIT_INTERRUPTED
+            reasons.append(f"interrupted by {self.interrupted}: the tests that had not finished are "
+                           f"'{INTERRUPTED}'")
+        elif self.errors:
             verdict, code = "error", EXIT_ERROR
         elif failing or missing or (stale and a.strict_deviations):
             verdict, code = "fail", EXIT_FAIL
@@ -407,6 +440,15 @@ class Gate:
             print("reports: " + ", ".join(str(p) for p in paths))
 
 
+def mark_interrupted(tests: list[report.TestResult]) -> None:
+    """The tests an interruption stopped (never started, or started and never reported) are
+    skipped as "not run (interrupted)" instead of crashed."""
+    for t in tests:
+        if t.skip_reason == report.NOT_RUN or (t.outcome == "crashed" and t.message.startswith(
+                "the test started but never reported")):
+            t.outcome, t.skip_reason, t.message, t.failure = "skipped", INTERRUPTED, "", ""
+
+
 def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> list[dict[str, Any]]:
     """The targets the run will cover (as conformance.pytest_plugin chooses them), each loaded
     once here so that a set-up error stops the gate with exit 2 before pytest starts: an unknown
@@ -417,10 +459,12 @@ def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> li
         targets = [Target(s, d, device or "cpu") for s in (specs or list(BUILTINS)) for d in (dtypes or DTYPES)]
     factories = {}
     for spec in dict.fromkeys(t.spec for t in targets):
+        before = set(sys.modules)
         try:
             factories[spec] = resolve(spec)
         except BackendSpecError as exc:
             raise GateError(f"{exc}{_hint(spec)}") from exc
+        IMPORTED[spec] = {name.split(".", 1)[0] for name in set(sys.modules) - before} | _imports_of(factories[spec])
     for t in targets:
         try:
             factories[t.spec](dtype=t.dtype, device=t.device)
@@ -431,6 +475,13 @@ def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> li
             raise GateError(f"backend {t.spec!r}: the factory raised for dtype={t.dtype!r}, device={t.device!r}: "
                             f"{last} (a factory signals an unsupported dtype/device with ValueError)") from exc
     return [{"id": t.id, "spec": t.spec, "dtype": t.dtype, "device": t.device} for t in targets]
+
+
+def _imports_of(factory: Any) -> set[str]:
+    """The top-level packages the factory's module holds as globals (imported before us, too)."""
+    module = sys.modules.get(getattr(factory, "__module__", "") or "")
+    return {v.__name__.split(".", 1)[0] for v in vars(module).values() if isinstance(v, types.ModuleType)} \
+        if module is not None else set()
 
 
 def _hint(spec: str) -> str:
@@ -454,7 +505,7 @@ def rerun_command(target: dict[str, Any], op: str, profile: str) -> str:
     parts = ["python", "-m", "conformance", "run", "--backend", target["spec"], "--dtype", target["dtype"]]
     if target.get("device", "cpu") != "cpu":
         parts += ["--device", target["device"]]
-    return shlex.join(parts + ["--ops", op, "--profile", profile, "-n", "0"])
+    return shlex.join(parts + ["--ops", op, "--hypothesis-profile", profile, "-n", "0"])
 
 
 def environment() -> dict[str, Any]:
@@ -463,15 +514,22 @@ def environment() -> dict[str, Any]:
             "executable": sys.executable, "packages": {p: _version(p) for p in PACKAGES}}
 
 
+IMPORTED: dict[str, set[str]] = {}
+"""spec -> the top-level modules that loading its factory imported (check_targets)."""
+
+
 def backend_versions(spec: str) -> dict[str, str | None]:
     """Versions of the distribution(s) that provide a spec's factory module (by its top-level
-    package) and, for a built-in backend, of the libraries it runs; nothing new is imported."""
+    package) and of those its loading imported (a file or ``module:attr`` backend's onnxruntime,
+    transformers, ...), and, for a built-in backend, of the libraries it runs; nothing new is
+    imported."""
     target = BUILTINS.get(spec, spec)
     module = target.split(":", 1)[0] if ":" in target else ""
-    if not module or module.endswith(".py"):
-        return {}
-    top = module.split(".", 1)[0]
-    dists = metadata.packages_distributions().get(top, [])
+    tops = set(IMPORTED.get(spec, ()))
+    if module and not module.endswith(".py"):
+        tops.add(module.split(".", 1)[0])
+    distributions = metadata.packages_distributions()
+    dists = sorted({d for top in tops for d in distributions.get(top, [])})
     versions = {d: _version(d) for d in dists}
     versions.update({library: _version(library) for library in BUILTIN_LIBRARIES.get(spec, ())})
     return versions

@@ -43,10 +43,13 @@ from __future__ import annotations
 import faulthandler
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from conformance import watchdog
 
 GATE_KEY = "conformance_gate"
 FAULT_START = "== start "
@@ -162,13 +165,27 @@ class _Guard:
     def __init__(self, path: str, worker: str, timeout: float) -> None:
         self.file = open(f"{path}.faults.{worker}", "a", encoding="utf-8")  # noqa: SIM115 - lives with the process
         self.timeout = timeout
+        self.deadline = 0.0
         faulthandler.enable(file=self.file, all_threads=True)
+        watchdog.configure(f"{path}.hung", self.backstop)
 
     def arm(self, nodeid: str) -> None:
         self.file.write(f"{FAULT_START}{nodeid}\n")
         self.file.flush()
         if self.timeout > 0:
+            self.deadline = time.monotonic() + self.timeout
             faulthandler.dump_traceback_later(self.timeout, exit=True, file=self.file)
+
+    def backstop(self, seconds: float | None) -> None:
+        """The watchdog's backstop for one backend call (a native hang its signal cannot stop):
+        end the process ``seconds`` from now, or (``None``) at the test's own deadline."""
+        left = self.deadline - time.monotonic() if self.timeout > 0 else None
+        if seconds is not None and (left is None or seconds < left):
+            faulthandler.dump_traceback_later(seconds, exit=True, file=self.file)
+        elif left is not None:
+            faulthandler.dump_traceback_later(max(left, 1e-3), exit=True, file=self.file)
+        else:
+            faulthandler.cancel_dump_traceback_later()
 
     def disarm(self) -> None:
         if self.timeout > 0:

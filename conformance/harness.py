@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conformance import record
+from conformance import record, watchdog
 
 NOT_IMPLEMENTED = "not implemented"
 UNSUPPORTED = "unsupported"
@@ -73,6 +73,16 @@ def require_op(backend: Any, op: str) -> None:
 
 
 def call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = None, **kwargs: Any) -> np.ndarray:
+    """``backend.<op>(*args, **kwargs)`` with NumPy in and NumPy out (see ``_call_op``); a
+    BackendFault is booked under ``op`` (a property of one op may call others)."""
+    try:
+        return _call_op(backend, op, *args, shape=shape, **kwargs)
+    except BackendFault:
+        record.note_failed_op(op)
+        raise
+
+
+def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = None, **kwargs: Any) -> np.ndarray:
     """``backend.<op>(*args, **kwargs)`` with NumPy in and NumPy out.
 
     Returns float64 (int64 for greedy_decode). Fails with a BackendFault when the op raises,
@@ -83,7 +93,10 @@ def call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = N
     native_args, native_kwargs = to_native(backend, list(args)), to_native(backend, kwargs)
     before = _snapshot(backend, (native_args, native_kwargs))
     try:
-        result = getattr(backend, op)(*native_args, **native_kwargs)
+        with watchdog.watch(backend, op, args, kwargs):
+            result = getattr(backend, op)(*native_args, **native_kwargs)
+    except watchdog.Hung as exc:  # past the per-call limit, or hung earlier in this run
+        raise BackendFault(str(exc)) from exc
     except NotImplementedError:
         pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)} raised NotImplementedError")
     except Exception as exc:  # noqa: BLE001 - any exception of the backend's is a failure of the op

@@ -45,6 +45,7 @@ class Record:
     verdict: str = ""  # a failure's own status instead of "fail", e.g. "nondeterministic" (report.py)
     diagnosis: Diagnosis | None = None
     pending: Callable[[], Diagnosis | None] | None = field(default=None, repr=False)  # the last failure's
+    failed_op: str = ""  # the op whose call failed (a BackendFault), when the test's own op called another
 
     def as_property(self) -> dict:
         """The record for the report, once the test is over: the pending diagnosis (of the
@@ -117,3 +118,10 @@ def note(text: str) -> None:
     """A remark for the report (e.g. "greedy decoding diverged at a near-tie at step 3")."""
     if (rec := _current.get()) is not None and text not in rec.notes:
         rec.notes.append(text)
+
+
+def note_failed_op(op: str) -> None:
+    """The failure came from a call of ``op`` (the report books it there, naming the test)."""
+    if (rec := _current.get()) is not None:
+        rec.failed_op = op
+

@@ -13,6 +13,8 @@ its op fail; when every failing test of an op is covered, the op shows as "known
 
 from __future__ import annotations
 
+import datetime as _dt
+
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -234,8 +236,9 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
         result.outcome = "timeout" if fault.startswith("Timeout (") else "crashed"
         first = fault.strip().splitlines()[0] if fault.strip() else ""
         if result.outcome == "timeout":
-            after = first.removeprefix("Timeout (").rstrip("!").rstrip(")")
-            result.message = (f"no result after {after} (the per-test timeout): the process running it was ended; "
+            after = _rounded(first.removeprefix("Timeout (").rstrip("!").rstrip(")"))
+            result.message = (f"no result after {after} (the per-test timeout, or the per-call watchdog's backstop "
+                              "for a call stuck in native code): the process running it was ended; "
                               "its Python stacks are in the failure text")
         else:
             crash = [line for text in died for line in text.splitlines() if "crashed" in line or "died" in line]
@@ -257,9 +260,25 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
             result.message = rec.get("failure") or _summary_line(text)
             result.verdict = rec.get("verdict") or None
             result.diagnosis = Diagnosis.from_json(rec["diagnosis"]) if rec.get("diagnosis") else None
+            failed_op = rec.get("failed_op") or None
+            if failed_op and failed_op != result.op:  # booked under the op whose call failed
+                result.notes.append(f"booked under {failed_op}, whose call failed, in {result.test} "
+                                    f"(a test of {result.op})")
+                result.op = failed_op
+            if result.verdict == TIMEOUT:  # the per-call watchdog stopped a call (conformance/watchdog.py)
+                result.outcome = "timeout"
             result.falsifying_example = phase.get("falsifying_example")
             result.reproduce_blob = phase.get("reproduce_blob")
     return result
+
+
+def _rounded(clock: str) -> str:
+    """``0:00:09.908529`` (faulthandler's H:MM:SS) to whole seconds: ``0:00:10``."""
+    try:
+        hours, minutes, seconds = clock.split(":")
+        return str(_dt.timedelta(seconds=round(int(hours) * 3600 + int(minutes) * 60 + float(seconds))))
+    except ValueError:
+        return clock
 
 
 def running_stack(fault: str) -> str:
@@ -459,7 +478,7 @@ def document(*, kind: str, command: list[str], environment: dict[str, Any], sett
 def markdown(document: dict[str, Any]) -> str:
     """report.md: a summary a CI system can post as a comment (from the report.json document)."""
     verdict = document["summary"]["verdict"]
-    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}[verdict]
+    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "interrupted": "INTERRUPTED"}[verdict]
     lines = [f"## Transformer conformance gate: {icon}", ""]
     counts = document["summary"]["statuses"]
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no results")

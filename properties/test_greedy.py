@@ -119,4 +119,6 @@ def test_each_token_is_an_argmax_of_forward_on_its_prefix(backend, case):
         chosen = np.take_along_axis(logits, tokens[:, t:t + 1], axis=1)                  # (B, 1)
         gap = logits.max(axis=1, keepdims=True) - chosen
         assert_true(~running[:, t:t + 1] | (gap <= tolerances.difference(err, err)), values=gap, backend=backend,
-                    op="greedy_decode", what=f"token at step {t} is an argmax of forward (value: max logit - chosen)")
+                    op="greedy_decode", name="logit_gap",
+                    what=f"token at step {t} is an argmax of forward (logit_gap[b, 0] = max logit - the chosen "
+                         f"token's logit, batch row b)")

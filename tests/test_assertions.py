@@ -57,6 +57,14 @@ def test_assert_true_names_the_first_violation():
         assert_true((values >= 0) & (values <= 1), values=values, backend=Fake(), op="softmax", what="0 <= p <= 1")
 
 
+def test_assert_true_names_what_it_measures_when_it_is_not_the_output():
+    """A greedy-decoding property measures a logit gap, not the op's output: the message says so."""
+    gap = np.array([[0.0], [0.25]])
+    with pytest.raises(AssertionError, match=r"greedy_decode: logit_gap\[1, 0\] = 0.25 violates token at step 1"):
+        assert_true(gap <= 0.1, values=gap, backend=Fake(), op="greedy_decode", name="logit_gap",
+                    what="token at step 1 is an argmax of forward")
+
+
 def test_a_failure_is_recorded_for_the_report():
     rec = record.start()
     try:
