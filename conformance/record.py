@@ -16,6 +16,9 @@ class Record:
     failure: str = ""
     notes: list[str] = field(default_factory=list)
     verdict: str = ""  # a failure's own status instead of "fail", e.g. "nondeterministic" (report.py)
+    not_implemented: int = 0  # examples rejected: the backend did not implement what they drew
+    calls: int = 0  # backend calls that returned or raised (anything but NotImplementedError)
+    features: dict[str, dict[str, list]] = field(default_factory=dict)  # op -> feature -> values run
 
     def as_property(self) -> dict:
         return asdict(self)
@@ -56,6 +59,23 @@ def note_verdict(verdict: str, message: str) -> None:
     """The test fails in a way with its own status (e.g. "nondeterministic"), and why."""
     if (rec := _current.get()) is not None:
         rec.verdict, rec.failure = verdict, message
+
+
+def note_not_implemented() -> Record | None:
+    """The running example was rejected as not implemented (it is not counted as run)."""
+    if (rec := _current.get()) is not None:
+        rec.not_implemented += 1
+    return rec
+
+
+def note_call(op: str, features: dict) -> None:
+    """A call of ``op`` with these features (conformance/features.py) ran."""
+    if (rec := _current.get()) is not None:
+        rec.calls += 1
+        seen = rec.features.setdefault(op, {})
+        for name, value in features.items():
+            if value not in seen.setdefault(name, []):
+                seen[name].append(value)
 
 
 def note(text: str) -> None:

@@ -26,7 +26,7 @@ def greedy_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, 
     vocab = config["tgt_vocab_size"]
     return {"src": draw(token_ids(batch, s_s, config["src_vocab_size"])), "params": draw(params(config)),
             "config": config, "max_len": draw(st.integers(1, max_len)), "bos_id": draw(st.integers(0, vocab - 1)),
-            "eos_id": draw(st.integers(0, vocab - 1)), "src_mask": draw(padding_masks(batch, s_s))}
+            "eos_id": draw(st.integers(0, vocab - 1)), "src_mask": draw(padding_masks(batch, s_s, argument="src_mask"))}
 
 
 @pytest.mark.op("greedy_decode")

@@ -16,11 +16,12 @@ from conformance.tolerances import min_d_model
 
 
 @st.composite
-def masks(draw: st.DrawFn, batch: int, s_q: int, s_k: int) -> np.ndarray | None:
-    """None, a (B, Sq, Sk) pattern (fully masked rows included), or key padding (B, 1, Sk)."""
+def masks(draw: st.DrawFn, batch: int, s_q: int, s_k: int, *, argument: str = "mask") -> np.ndarray | None:
+    """None, a (B, Sq, Sk) pattern (fully masked rows included), or key padding (B, 1, Sk)
+    (every padding pattern), as the backend supports them for ``argument``."""
     if draw(st.booleans()):
-        return draw(attention_masks((batch, s_q, s_k)))
-    padding = draw(padding_masks(batch, s_k))
+        return draw(attention_masks((batch, s_q, s_k), argument=argument))
+    padding = draw(padding_masks(batch, s_k, argument=argument))
     return None if padding is None else padding[:, None, :]
 
 
@@ -42,7 +43,8 @@ def decoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
     batch, s_t, s_s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), draw(st.integers(1, max_seq))
     return {"y": draw(arrays((batch, s_t, config["d_model"]))), "memory": draw(arrays((batch, s_s, config["d_model"]))),
             "p": draw(params(config))["decoder"][0], "config": config,
-            "self_mask": draw(masks(batch, s_t, s_t)), "cross_mask": draw(masks(batch, s_t, s_s))}
+            "self_mask": draw(masks(batch, s_t, s_t, argument="self_mask")),
+            "cross_mask": draw(masks(batch, s_t, s_s, argument="cross_mask"))}
 
 
 @pytest.mark.op("encoder_layer")
