@@ -110,8 +110,11 @@ def padding_masks(draw: st.DrawFn, batch: int, seq_len: int, *, argument: str | 
     kinds = features.allowed_masks([k for k in features.PADDING_KINDS if seq_len >= MIN_LENGTH[k]],
                                    argument=argument)
     kind = draw(st.sampled_from(kinds) if kinds else _none_supported(argument or "mask"))
-    if kind == "none":
-        return None
+    return None if kind == "none" else _padding(draw, kind, batch, seq_len)
+
+
+def _padding(draw: st.DrawFn, kind: str, batch: int, seq_len: int) -> np.ndarray:
+    """A (B, S) padding mask of ``kind`` (not "none"; seq_len >= MIN_LENGTH[kind])."""
     if kind == "all_real":
         return np.ones((batch, seq_len), dtype=bool)
     if kind in ("right", "left"):
@@ -123,6 +126,24 @@ def padding_masks(draw: st.DrawFn, batch: int, seq_len: int, *, argument: str | 
     mask[np.arange(batch), draw(hnp.arrays(np.int64, (batch,), elements=st.integers(0, seq_len - 1)))] = True
     mask[0, [0, 1, -1]] = True, False, True                             # row 0 has a hole
     return mask
+
+
+@st.composite
+def key_padded_masks(draw: st.DrawFn, batch: int, s_q: int, s_k: int, *,
+                     argument: str | None = None) -> np.ndarray | None:
+    """A mask of multi-head attention or a layer: None, key padding (B, 1, Sk) of every
+    padding pattern, or a (B, Sq, Sk) pattern (random, or with a fully masked query row), each
+    kind as likely, among those the backend supports for ``argument`` of the test's op."""
+    padding = features.allowed_masks([k for k in features.PADDING_KINDS[1:] if s_k >= MIN_LENGTH[k]],
+                                     argument=argument)
+    patterns = ["random", "fully_masked_row"] if features.allowed_masks(["arbitrary"], argument=argument) else []
+    kinds = (["none"] if features.allowed_masks(["none"], argument=argument) else []) + padding + patterns
+    kind = draw(st.sampled_from(kinds) if kinds else _none_supported(argument or "mask"))
+    if kind == "none":
+        return None
+    if kind in padding:
+        return _padding(draw, kind, batch, s_k)[:, None, :]
+    return _attention(draw, kind, (batch, s_q, s_k))
 
 
 ATTENTION_MASK_KINDS = {"none": "none", "all": "all_real", "random": "arbitrary", "fully_masked_row": "arbitrary"}
@@ -137,8 +158,11 @@ def attention_masks(draw: st.DrawFn, shape: tuple[int, ...], *, argument: str | 
     supported_kinds = features.allowed_masks(sorted(set(ATTENTION_MASK_KINDS.values())), argument=argument)
     kinds = [k for k, feature in ATTENTION_MASK_KINDS.items() if feature in supported_kinds]
     kind = draw(st.sampled_from(kinds) if kinds else _none_supported(argument or "mask"))
-    if kind == "none":
-        return None
+    return None if kind == "none" else _attention(draw, kind, shape)
+
+
+def _attention(draw: st.DrawFn, kind: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An (..., Sq, Sk) attention mask of one of attention_masks' kinds (not "none")."""
     if kind == "all":
         return np.ones(shape, dtype=bool)
     mask = np.random.default_rng(draw(seeds)).random(shape) < 0.7

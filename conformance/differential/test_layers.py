@@ -11,18 +11,8 @@ from hypothesis import strategies as st
 
 import reference
 from conformance.differential._compare import LAYER_SHARE, REALISTIC, compare, examples, realistic_params
-from conformance.strategies import arrays, attention_masks, configs, padding_masks, params
+from conformance.strategies import arrays, configs, key_padded_masks, params
 from conformance.tolerances import min_d_model
-
-
-@st.composite
-def masks(draw: st.DrawFn, batch: int, s_q: int, s_k: int, *, argument: str = "mask") -> np.ndarray | None:
-    """None, a (B, Sq, Sk) pattern (fully masked rows included), or key padding (B, 1, Sk)
-    (every padding pattern), as the backend supports them for ``argument``."""
-    if draw(st.booleans()):
-        return draw(attention_masks((batch, s_q, s_k), argument=argument))
-    padding = draw(padding_masks(batch, s_k, argument=argument))
-    return None if padding is None else padding[:, None, :]
 
 
 @st.composite
@@ -32,7 +22,7 @@ def encoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
     config = {**draw(configs().filter(lambda c: c["d_model"] >= min_d_model)), "num_encoder_layers": 1}
     batch, s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq))
     return {"x": draw(arrays((batch, s, config["d_model"]))), "p": draw(params(config))["encoder"][0],
-            "config": config, "mask": draw(masks(batch, s, s))}
+            "config": config, "mask": draw(key_padded_masks(batch, s, s, argument="mask"))}
 
 
 @st.composite
@@ -43,8 +33,8 @@ def decoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
     batch, s_t, s_s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), draw(st.integers(1, max_seq))
     return {"y": draw(arrays((batch, s_t, config["d_model"]))), "memory": draw(arrays((batch, s_s, config["d_model"]))),
             "p": draw(params(config))["decoder"][0], "config": config,
-            "self_mask": draw(masks(batch, s_t, s_t, argument="self_mask")),
-            "cross_mask": draw(masks(batch, s_t, s_s, argument="cross_mask"))}
+            "self_mask": draw(key_padded_masks(batch, s_t, s_t, argument="self_mask")),
+            "cross_mask": draw(key_padded_masks(batch, s_t, s_s, argument="cross_mask"))}
 
 
 @pytest.mark.op("encoder_layer")
