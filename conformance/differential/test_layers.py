@@ -74,11 +74,13 @@ def test_encoder_layer_realistic(backend: Any) -> None:
 
 
 @pytest.mark.op("decoder_layer")
-def test_decoder_layer_realistic(backend: Any) -> None:
-    """Pre-LN, GELU; d_model 512, 8 heads, d_ff 2048, 4 target positions (causal) over 5
-    source positions (key padding): every output."""
-    config, p, rng = _realistic(norm_first=True)
+@pytest.mark.parametrize("norm_first", [True, False], ids=["pre_ln_causal", "post_ln_unmasked"])
+def test_decoder_layer_realistic(backend: Any, norm_first: bool) -> None:
+    """d_model 512, 8 heads, d_ff 2048, 4 target positions over 5 source positions (key
+    padding): pre-LN, GELU with a causal self mask, or post-LN, ReLU with no self mask (the
+    contract's "no mask": a layer that masks causally anyway is caught): every output."""
+    config, p, rng = _realistic(norm_first=norm_first)
     y, memory = rng.normal(0.0, 1.0, (2, 4, 512)), rng.normal(0.0, 1.0, (2, 5, 512))
     cross = (np.arange(5) < np.array([[5], [3]]))[:, None, :]
     compare(backend, "decoder_layer", y, memory, p["decoder"][0], config,
-            self_mask=reference.causal_mask(4), cross_mask=cross)
+            self_mask=reference.causal_mask(4) if norm_first else None, cross_mask=cross)
