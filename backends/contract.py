@@ -1,8 +1,9 @@
-"""Backend contract v1 in code: the names the suite relies on. The prose is CONTRACT.md."""
+"""Backend contract v1 in code: the names the suite relies on, and ``supports_from`` for the
+optional feature declaration. The prose is CONTRACT.md."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,3 +34,23 @@ class Backend(Protocol):
 
 
 Factory = Callable[..., Backend]
+
+
+def supports_from(declared: Mapping[str, Mapping[str, Iterable[Any]] | bool]) -> Callable[..., bool]:
+    """A backend's optional ``supports(op, **features)`` (CONTRACT.md, "Declaring what a backend
+    supports") from a table: op -> False (not implemented at all), or op -> {feature: the
+    values supported}. Ops and features not in the table are supported.
+
+        supports = staticmethod(supports_from({"decoder_layer": {"norm_first": [False]},
+                                               "attention_weights": False}))
+    """
+    table = {op: entry if isinstance(entry, bool) else {f: list(v) for f, v in entry.items()}
+             for op, entry in declared.items()}
+
+    def supports(op: str, **features: Any) -> bool:
+        entry = table.get(op, True)
+        if isinstance(entry, bool):
+            return entry
+        return all(value in entry[name] for name, value in features.items() if name in entry)
+
+    return supports

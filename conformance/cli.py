@@ -41,6 +41,7 @@ from backends.contract import DTYPES, OPS
 from backends.registry import BUILTIN_LIBRARIES, BUILTINS, BackendSpecError, Target, default_targets, resolve
 from conformance import deviations as deviations_mod
 from conformance import report
+from conformance.features import Requirement, parse_requirement
 
 SUITES = ("properties", "conformance.differential")
 PROFILES = ("dev", "ci", "thorough")
@@ -75,6 +76,13 @@ def _op_list(text: str) -> list[str]:
     return ops
 
 
+def _requirements(text: str) -> list[Requirement]:
+    try:
+        return [parse_requirement(item) for item in text.split(",") if item.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _workers(text: str) -> str:
     if text in ("auto", "logical") or (text.isdigit()):
         return text
@@ -102,9 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Hypothesis profile: dev (25 examples), ci (100, derandomized; default), thorough (1000)")
     run.add_argument("--ops", type=_op_list, action="extend", default=[], metavar="OP,...",
                      help="check only these ops (repeatable, comma-separated)")
-    run.add_argument("--require", type=_op_list, action="extend", default=[], metavar="OP,...",
-                     help="fail unless these ops are implemented on every supported target (repeatable, "
-                          "comma-separated)")
+    run.add_argument("--require", type=_requirements, action="extend", default=[], metavar="OP[:FEATURE[=VALUE]],...",
+                     help="fail unless these ops are implemented (on every supported target) and, for "
+                          "OP:FEATURE, tested with every value of the feature (OP:FEATURE=VALUE: that value), "
+                          "e.g. decoder_layer:norm_first (features: conformance/REPORT.md); repeatable, "
+                          "comma-separated")
     run.add_argument("--known-deviations", type=Path, default=None, metavar="FILE",
                      help="TOML file of accepted failures (format and example: conformance/REPORT.md, "
                           "'Known deviations')")
@@ -200,7 +210,7 @@ class Gate:
         self.workdir: Path | None = None
         self.timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT[args.profile]
         # the op filter: --ops plus the --require'd ops (empty: every op)
-        self.ops = sorted(set(args.ops) | set(args.require), key=OPS.index) if args.ops else []
+        self.ops = sorted(set(args.ops) | {r.op for r in args.require}, key=OPS.index) if args.ops else []
         self.pytest_rc: int | None = None
         self.command: list[str] | None = None
         self.log_tail = ""
@@ -309,11 +319,11 @@ class Gate:
             reasons.append(f"{len(failing)} op result(s) failed: "
                            + ", ".join(f"{r.op} on {r.target} ({r.status})" for r in failing[:10])
                            + (" ..." if len(failing) > 10 else ""))
-        missing = [r for r in results if r.op in a.require and r.target in tested
-                   and r.status in (report.NOT_IMPL, report.NO_TESTS, report.SKIPPED)]
+        missing = report.missing_requirements(results, a.require, tested)
         if missing:
-            reasons.append("required op(s) not implemented: "
-                           + ", ".join(f"{r.op} on {r.target} ({r.status})" for r in missing))
+            reasons.append("required op(s) or feature(s) not implemented or not tested: " + ", ".join(
+                f"{m['requirement']} on {m['target']} ({m['status']}"
+                + (f"; {', '.join(m['not_tested'])} not tested)" if m["not_tested"] else ")") for m in missing))
         if stale:
             reasons.append(f"{len(stale)} known-deviation entr{'y is' if len(stale) == 1 else 'ies are'} stale"
                            + (" (--strict-deviations)" if a.strict_deviations else " (warning)"))
@@ -360,13 +370,14 @@ class Gate:
         return errors
 
     def document(self, results: list[report.OpResult], targets: dict[str, dict[str, Any]], unsupported: list[str],
-                 stale: list[deviations_mod.Deviation], missing: list[report.OpResult], reasons: list[str],
+                 stale: list[deviations_mod.Deviation], missing: list[dict[str, Any]], reasons: list[str],
                  verdict: str, code: int) -> dict[str, Any]:
         a = self.args
         document = report.document(
             kind="gate", command=["python", "-m", "conformance", *a.argv], environment=environment(),
             started_at=self.started_at, duration_s=round(time.monotonic() - self.started, 2),
-            settings={"profile": a.profile, "ops": a.ops, "require": a.require, "timeout_s": self.timeout,
+            settings={"profile": a.profile, "ops": a.ops, "require": [str(r) for r in a.require],
+                      "timeout_s": self.timeout,
                       "workers": a.workers, "device": a.device,
                       "known_deviations": str(a.known_deviations) if a.known_deviations else None,
                       "suites": [str(p) for p in self.suites], "rootdir": str(self.rootdir) if self.rootdir else None,
@@ -382,8 +393,7 @@ class Gate:
                 "applied": list({(t.deviation.file, t.deviation.line): t.deviation.to_json()
                                  for t in self.run.tests if t.deviation}.values()),
                 "stale": [d.to_json() for d in stale]},
-            require={"ops": a.require, "missing": [{"op": r.op, "target": r.target, "status": r.status}
-                                                  for r in missing]})
+            require={"ops": [str(r) for r in a.require], "missing": missing})
         for entry in document["results"]:
             target = targets.get(entry["target"])
             if entry["status"] in report.FAILING and target:

@@ -2,8 +2,16 @@
 
 Everything a backend does wrong while being called becomes a ``BackendFault`` (an
 AssertionError, so pytest reports a failure and Hypothesis shrinks it) whose message says which
-op, which backend/dtype, and what the inputs were. An absent op, or one that raises
-NotImplementedError, skips the test with reason "not implemented".
+op, which backend/dtype, and what the inputs were.
+
+Not implemented: an absent op, or one the backend declares unsupported as a whole
+(``supports(op)`` false), skips the test with reason "not implemented". A call whose features
+(conformance/features.py) the backend declares unsupported, or that raises
+NotImplementedError, is not implemented *for that input*: inside a Hypothesis test the example
+is rejected (``hypothesis.reject``, not counted) and the test goes on drawing, so a failure
+found by any other example stays a failure, shrinking included; the test is skipped as not
+implemented only when no backend call has run after NOT_IMPLEMENTED_LIMIT rejected examples (or
+when Hypothesis runs out of examples to try: conformance/pytest_plugin.py). A fixed test skips.
 """
 
 from __future__ import annotations
@@ -13,12 +21,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import reject
+from hypothesis.control import currently_in_test_context
 
-from conformance import record, watchdog
+from conformance import features, record, watchdog
 
 NOT_IMPLEMENTED = "not implemented"
 UNSUPPORTED = "unsupported"
 INTEGER_OPS = frozenset({"greedy_decode"})
+NOT_IMPLEMENTED_LIMIT = 50
+"""Rejected examples, with no backend call run, after which a Hypothesis test is skipped as not
+implemented (Hypothesis itself would try 458)."""
 
 
 class BackendFault(AssertionError):
@@ -67,9 +80,23 @@ def to_native(backend: Any, tree: Any) -> Any:
 
 
 def require_op(backend: Any, op: str) -> None:
-    """Skip with reason "not implemented" when the backend has no ``op``."""
-    if not callable(getattr(backend, op, None)):
+    """Skip with reason "not implemented" when the backend has no ``op``, or declares it
+    unsupported (``supports(op)`` false)."""
+    if not callable(getattr(backend, op, None)) or not features.supports(backend, op):
         pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)}")
+
+
+def not_implemented(backend: Any, op: str, why: str) -> None:
+    """This input is not implemented: reject the example inside a Hypothesis test (skip the
+    test once NOT_IMPLEMENTED_LIMIT examples were rejected and no backend call ran), else
+    skip. Never returns."""
+    reason = f"{NOT_IMPLEMENTED}: {label(backend, op)} {why}"
+    if not currently_in_test_context():
+        pytest.skip(reason)
+    rec = record.note_not_implemented()
+    if rec is not None and rec.calls == 0 and rec.not_implemented >= NOT_IMPLEMENTED_LIMIT:
+        pytest.skip(f"{reason} (all {rec.not_implemented} examples drawn)")
+    reject()
 
 
 def call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = None, **kwargs: Any) -> np.ndarray:
@@ -90,6 +117,10 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
     ``shape`` is given), or changes its inputs in place.
     """
     require_op(backend, op)
+    used = features.of_call(op, args, kwargs)
+    if not features.supports(backend, op, **used):
+        not_implemented(backend, op, "is declared unsupported for " + ", ".join(
+            features.label(name, value) for name, value in used.items()))
     native_args, native_kwargs = to_native(backend, list(args)), to_native(backend, kwargs)
     before = _snapshot(backend, (native_args, native_kwargs))
     try:
@@ -98,10 +129,12 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
     except watchdog.Hung as exc:  # past the per-call limit, or hung earlier in this run
         raise BackendFault(str(exc)) from exc
     except NotImplementedError:
-        pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)} raised NotImplementedError")
+        not_implemented(backend, op, "raised NotImplementedError")
     except Exception as exc:  # noqa: BLE001 - any exception of the backend's is a failure of the op
+        record.note_call(op, used)
         raise BackendFault(f"{label(backend, op)} raised {type(exc).__name__}: {exc}\n"
                            f"  inputs: {describe_call(args, kwargs)}") from exc
+    record.note_call(op, used)
     _check_unchanged(backend, op, before, (native_args, native_kwargs))
     return _check_result(backend, op, result, shape, describe_call(args, kwargs))
 

@@ -32,11 +32,12 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import Unsatisfiable
 
 from backends.contract import DTYPES
 from backends.registry import BUILTINS, BackendSpecError, Target, default_targets, load_backend
-from conformance import record
-from conformance.harness import UNSUPPORTED
+from conformance import features, record
+from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
 
 PROFILES: dict[str, dict[str, Any]] = {
     # dev skips the explain phase: ~100 extra runs of every failing test (most of a failing
@@ -47,7 +48,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 for _name, _options in PROFILES.items():
     settings.register_profile(_name, deadline=None, print_blob=True,
-                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                     HealthCheck.filter_too_much],  # not-implemented examples
                               **_options)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
@@ -137,11 +139,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     rec = record.start()
+    marker = item.get_closest_marker("op")
+    features.start(getattr(item, "funcargs", {}).get("backend"), marker.args[0] if marker is not None else None)
     try:
         return (yield)
+    except Unsatisfiable:  # no failure, and every example drawn was rejected
+        if not rec.not_implemented:
+            raise
+        pytest.skip(f"{NOT_IMPLEMENTED}: every example drawn ({rec.not_implemented}) was not implemented")
     finally:
+        features.stop()
         record.stop()
         item.user_properties.append(("conformance", rec.as_property()))
-        marker = item.get_closest_marker("op")
         if marker is not None:
             item.user_properties.append(("op", marker.args[0]))

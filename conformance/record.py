@@ -46,6 +46,9 @@ class Record:
     diagnosis: Diagnosis | None = None
     pending: Callable[[], Diagnosis | None] | None = field(default=None, repr=False)  # the last failure's
     failed_op: str = ""  # the op whose call failed (a BackendFault), when the test's own op called another
+    not_implemented: int = 0  # examples rejected: the backend did not implement what they drew
+    calls: int = 0  # backend calls that returned or raised (anything but NotImplementedError)
+    features: dict[str, dict[str, list]] = field(default_factory=dict)  # op -> feature -> values run
 
     def as_property(self) -> dict:
         """The record for the report, once the test is over: the pending diagnosis (of the
@@ -112,6 +115,23 @@ def note_verdict(verdict: str, message: str) -> None:
     """The test fails in a way with its own status (e.g. "nondeterministic"), and why."""
     if (rec := _current.get()) is not None:
         rec.verdict, rec.failure = verdict, message
+
+
+def note_not_implemented() -> Record | None:
+    """The running example was rejected as not implemented (it is not counted as run)."""
+    if (rec := _current.get()) is not None:
+        rec.not_implemented += 1
+    return rec
+
+
+def note_call(op: str, features: dict) -> None:
+    """A call of ``op`` with these features (conformance/features.py) ran."""
+    if (rec := _current.get()) is not None:
+        rec.calls += 1
+        seen = rec.features.setdefault(op, {})
+        for name, value in features.items():
+            if value not in seen.setdefault(name, []):
+                seen[name].append(value)
 
 
 def note(text: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from backends.contract import OPS
 from conformance.deviations import Deviation
+from conformance.features import OP_FEATURES, Requirement, label
 from conformance.gate_plugin import FAULT_START
 from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
 from conformance.record import Diagnosis
@@ -68,6 +69,8 @@ class TestResult:
     deviation: Deviation | None = None
     verdict: str | None = None  # a failure's own status (NONDET), from the test's record
     diagnosis: Diagnosis | None = None  # the convention a failing comparison follows (conformance/diagnosis.py)
+    not_implemented: int = 0  # examples rejected as not implemented (not counted in examples)
+    features: dict[str, list[Any]] = field(default_factory=dict)  # feature -> values its op ran with
 
     @property
     def failed(self) -> bool:
@@ -87,6 +90,7 @@ class TestResult:
             "falsifying_example": _clip(self.falsifying_example, MAX_EXAMPLE) if self.falsifying_example else None,
             "reproduce_blob": self.reproduce_blob,
             "failure_text": _clip(self.failure), "notes": self.notes, "verdict": self.verdict,
+            "examples_not_implemented": self.not_implemented, "features": self.features,
             "known_deviation": self.deviation.to_json() if self.deviation else None,
             "diagnosis": _diagnosis_json(self.diagnosis),
         }
@@ -144,6 +148,26 @@ class OpResult:
     def count(self, outcome: str) -> int:
         return sum(t.outcome == outcome for t in self.tests)
 
+    @property
+    def coverage(self) -> dict[str, Any]:
+        """How much a verdict rests on: tests run (not skipped) of all the op's tests, tests not
+        implemented, examples rejected as not implemented, and per feature of the op
+        (conformance/features.py) the values some test ran with and those none did (golden
+        cases record no features: none are listed for them)."""
+        ran = [t for t in self.tests if t.outcome != "skipped"]
+        tested: dict[str, list[Any]] = {}
+        for t in ran:
+            for name, values in t.features.items():
+                tested.setdefault(name, []).extend(values)
+        golden = bool(self.tests) and all(t.kind == "golden" for t in self.tests)
+        vocabulary = {} if golden else OP_FEATURES.get(self.op, {})
+        return {"tests": len(self.tests), "tests_run": len(ran),
+                "tests_not_implemented": sum(t.outcome == "skipped" and t.skip_status == NOT_IMPL for t in self.tests),
+                "examples_not_implemented": sum(t.not_implemented for t in self.tests),
+                "features": {name: {"tested": [v for v in values if v in tested.get(name, [])],
+                                    "not_tested": [v for v in values if v not in tested.get(name, [])]}
+                             for name, values in vocabulary.items()}}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "op": self.op, "target": self.target, "status": self.status, "worst_ratio": _finite(self.worst_ratio),
@@ -154,6 +178,7 @@ class OpResult:
             "skip_reasons": sorted({t.skip_reason for t in self.tests if t.skip_reason}),
             "notes": sorted({n for t in self.tests for n in t.notes}),
             "diagnosis": self.diagnosis,
+            "coverage": self.coverage,
         }
 
 
@@ -248,7 +273,10 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
     for phase in phases:
         result.duration += phase.get("duration") or 0.0
         rec = phase.get("conformance") or {}
-        result.examples += rec.get("examples", 0)
+        result.examples += max(0, rec.get("examples", 0) - rec.get("not_implemented", 0))
+        result.not_implemented += rec.get("not_implemented", 0)
+        for name, values in (rec.get("features") or {}).get(result.op, {}).items():
+            result.features.setdefault(name, []).extend(v for v in values if v not in result.features[name])
         if rec.get("examples") or rec.get("worst_ratio"):  # something was compared
             result.worst_ratio = max(result.worst_ratio or 0.0, float(rec.get("worst_ratio") or 0.0))
         result.notes += [n for n in rec.get("notes", []) if n not in result.notes]
@@ -330,6 +358,45 @@ def aggregate(run: Run, *, ops: Sequence[str] = ()) -> list[OpResult]:
                                                   op_order.get(r.op, len(op_order)), r.op))
 
 
+def rests_on(coverage: dict[str, Any]) -> str:
+    """What a pass leaves out, from ``OpResult.coverage`` (or its JSON): ``2 of 5 tests;
+    pre-LN, final_norm not tested``; "" when every test ran and every feature was tested."""
+    parts = []
+    if coverage["tests_run"] < coverage["tests"]:
+        parts.append(f"{coverage['tests_run']} of {coverage['tests']} tests")
+    untested = [label(name, v) for name, f in coverage["features"].items() for v in f["not_tested"]]
+    if untested:
+        parts.append(", ".join(untested) + " not tested")
+    return "; ".join(parts)
+
+
+def status_text(status: str, coverage: dict[str, Any] | None) -> str:
+    """The status as the table and report.md show it: a pass says how much it rests on."""
+    left_out = rests_on(coverage) if status == PASS and coverage else ""
+    return f"{status}, {left_out}" if left_out else status
+
+
+def missing_requirements(results: Iterable[OpResult], requirements: Sequence[Requirement],
+                         tested_targets: Iterable[str]) -> list[dict[str, Any]]:
+    """``--require`` entries not met on a tested target: the op not implemented (or not checked),
+    or a required feature value no test ran with. One {op, target, status, requirement,
+    not_tested} per requirement and target."""
+    by_key = {(r.target, r.op): r for r in results}
+    missing = []
+    for target in tested_targets:
+        for req in requirements:
+            r = by_key.get((target, req.op))
+            if r is None:
+                continue
+            features = r.coverage["features"]
+            not_tested = [label(name, v) for name, v in req.wanted()
+                          if v not in features.get(name, {}).get("tested", [])]
+            if r.status in (NOT_IMPL, NO_TESTS, SKIPPED) or not_tested:
+                missing.append({"op": req.op, "target": target, "status": r.status, "requirement": str(req),
+                                "not_tested": not_tested})
+    return missing
+
+
 def unsupported_targets(results: Iterable[OpResult]) -> list[str]:
     """Targets on which every test that ran was skipped as unsupported."""
     statuses: dict[str, set[str]] = {}
@@ -346,7 +413,8 @@ def table(results: Sequence[OpResult]) -> str:
     header = ("target", "op", "status", "worst err/tol", "examples", "tests passed")
     unsupported = unsupported_targets(results)
     shown = [r for r in results if r.status != NO_TESTS and r.target not in unsupported]
-    rows = [header] + [(r.target, r.op, r.status, _ratio(r.worst_ratio), str(r.examples), _tests(r)) for r in shown]
+    rows = [header] + [(r.target, r.op, status_text(r.status, r.coverage), _ratio(r.worst_ratio), str(r.examples),
+                        _tests(r)) for r in shown]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {3, 4, 5}
     lines = []
@@ -504,7 +572,7 @@ def markdown(document: dict[str, Any]) -> str:
             if r["status"] == NO_TESTS:
                 continue
             ran = r["tests"]["passed"] + r["tests"]["failed"] + r["tests"]["crashed"] + r["tests"]["timeout"]
-            status = f"**{r['status']}**" if r["status"] in FAILING else r["status"]
+            status = f"**{r['status']}**" if r["status"] in FAILING else status_text(r["status"], r.get("coverage"))
             ratio = r["worst_ratio"]
             ratio_text = "-" if ratio is None else ratio if isinstance(ratio, str) else f"{ratio:.3g}"
             lines.append(f"| {r['op']} | {status} | {ratio_text} | {r['examples']} | {r['tests']['passed']}/{ran} |")

@@ -2,6 +2,8 @@
 
 Every strategy takes keyword-only size caps and draws its simplest option first, so failures
 shrink to small, readable examples (one head, length-1 sequences, unit scale, no mask).
+Config variants and mask kinds are drawn only among those the running test's backend supports
+for its op (conformance/features.py; all of them for a backend that declares nothing).
 Float arrays are drawn as (seed, scale) and made with NumPy's generator: Hypothesis shrinks the
 seed and the scale, and large arrays stay cheap to generate.
 """
@@ -15,6 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import reference
+from conformance import features
+from conformance.harness import not_implemented
 
 SCALES = (1.0, 0.1, 10.0)
 seeds = st.integers(0, 2**32 - 1)
@@ -42,14 +46,34 @@ def configs(draw: st.DrawFn, *, max_d_model: int = 16, max_heads: int = 4, max_d
         "src_vocab_size": draw(st.integers(3, max_vocab)),
         "tgt_vocab_size": draw(st.integers(3, max_vocab)),
         "layer_norm_eps": draw(st.sampled_from([1e-5, 1e-6, 1e-3])),
-        "norm_first": draw(st.sampled_from([False, True])),
-        "scale_embedding": draw(st.sampled_from([True, False])),
-        "activation": draw(st.sampled_from(["relu", "gelu"])),
+        "norm_first": draw(supported("norm_first", [False, True])),
+        "scale_embedding": draw(supported("scale_embedding", [True, False])),
+        "activation": draw(supported("activation", ["relu", "gelu"])),
     }
-    final_norm = draw(st.sampled_from([None, True, False]))
+    final_norms = features.allowed("final_norm", [True, False])
+    options = [f for f in (None, True, False) if (config["norm_first"] if f is None else f) in final_norms]
+    final_norm = draw(st.sampled_from(options) if options else _none_supported("final_norm"))
     if final_norm is not None:
         config["final_norm"] = final_norm
     return config
+
+
+def supported(feature: str, values: list[Any]) -> st.SearchStrategy[Any]:
+    """One of ``values`` of the feature that the running test's backend supports for its op
+    (all of them outside a test); the first supported one is the simplest."""
+    options = features.allowed(feature, values)
+    return st.sampled_from(options) if options else _none_supported(feature)
+
+
+def _none_supported(feature: str) -> st.SearchStrategy[Any]:
+    """Drawing it rejects the example: the backend supports no value of ``feature`` for the
+    test's op (not implemented)."""
+    return st.builds(_not_supported, st.just(feature))
+
+
+def _not_supported(feature: str) -> None:
+    backend, op = features.current()
+    not_implemented(backend, op, f"supports no value of {feature}")
 
 
 @st.composite
@@ -72,28 +96,73 @@ def token_ids(draw: st.DrawFn, batch: int, seq_len: int, vocab_size: int) -> np.
     return draw(hnp.arrays(np.int64, (batch, seq_len), elements=st.integers(0, vocab_size - 1)))
 
 
+MIN_LENGTH = {"none": 1, "all_real": 1, "right": 2, "left": 2, "holes": 3}
+"""The shortest sequence on which each padding kind exists (a hole: real, padded, real)."""
+
+
 @st.composite
-def padding_masks(draw: st.DrawFn, batch: int, seq_len: int) -> np.ndarray | None:
+def padding_masks(draw: st.DrawFn, batch: int, seq_len: int, *, argument: str | None = None) -> np.ndarray | None:
     """None, or a (B, S) bool mask, True = real token, each row with at least one real token:
-    right padding (lengths) first, then arbitrary patterns."""
-    kind = draw(st.sampled_from(["none", "lengths", "pattern"]))
-    if kind == "none":
-        return None
-    if kind == "lengths":
+    every token real, right padding (lengths), left padding, or holes (row 0 real, padded,
+    ..., real; the other rows any pattern). The kind is drawn among those the sequence length
+    allows and the backend supports for ``argument`` of the test's op (conformance/features.py),
+    so that every op taking padding masks meets every pattern."""
+    kinds = features.allowed_masks([k for k in features.PADDING_KINDS if seq_len >= MIN_LENGTH[k]],
+                                   argument=argument)
+    kind = draw(st.sampled_from(kinds) if kinds else _none_supported(argument or "mask"))
+    return None if kind == "none" else _padding(draw, kind, batch, seq_len)
+
+
+def _padding(draw: st.DrawFn, kind: str, batch: int, seq_len: int) -> np.ndarray:
+    """A (B, S) padding mask of ``kind`` (not "none"; seq_len >= MIN_LENGTH[kind])."""
+    if kind == "all_real":
+        return np.ones((batch, seq_len), dtype=bool)
+    if kind in ("right", "left"):
         lengths = draw(hnp.arrays(np.int64, (batch,), elements=st.integers(1, seq_len)))
-        return np.arange(seq_len)[None, :] < lengths[:, None]
+        lengths[0] = min(lengths[0], seq_len - 1)                       # row 0 is padded
+        positions = np.arange(seq_len)[None, :]
+        return positions < lengths[:, None] if kind == "right" else positions >= seq_len - lengths[:, None]
     mask = draw(hnp.arrays(np.bool_, (batch, seq_len)))
     mask[np.arange(batch), draw(hnp.arrays(np.int64, (batch,), elements=st.integers(0, seq_len - 1)))] = True
+    mask[0, [0, 1, -1]] = True, False, True                             # row 0 has a hole
     return mask
 
 
 @st.composite
-def attention_masks(draw: st.DrawFn, shape: tuple[int, ...]) -> np.ndarray | None:
-    """None, all True, random (70 % True), or random with one fully masked query row; the
-    mask has exactly ``shape`` (..., Sq, Sk)."""
-    kind = draw(st.sampled_from(["none", "all", "random", "fully_masked_row"]))
+def key_padded_masks(draw: st.DrawFn, batch: int, s_q: int, s_k: int, *,
+                     argument: str | None = None) -> np.ndarray | None:
+    """A mask of multi-head attention or a layer: None, key padding (B, 1, Sk) of every
+    padding pattern, or a (B, Sq, Sk) pattern (random, or with a fully masked query row), each
+    kind as likely, among those the backend supports for ``argument`` of the test's op."""
+    padding = features.allowed_masks([k for k in features.PADDING_KINDS[1:] if s_k >= MIN_LENGTH[k]],
+                                     argument=argument)
+    patterns = ["random", "fully_masked_row"] if features.allowed_masks(["arbitrary"], argument=argument) else []
+    kinds = (["none"] if features.allowed_masks(["none"], argument=argument) else []) + padding + patterns
+    kind = draw(st.sampled_from(kinds) if kinds else _none_supported(argument or "mask"))
     if kind == "none":
         return None
+    if kind in padding:
+        return _padding(draw, kind, batch, s_k)[:, None, :]
+    return _attention(draw, kind, (batch, s_q, s_k))
+
+
+ATTENTION_MASK_KINDS = {"none": "none", "all": "all_real", "random": "arbitrary", "fully_masked_row": "arbitrary"}
+"""How attention_masks' kinds are named among the features."""
+
+
+@st.composite
+def attention_masks(draw: st.DrawFn, shape: tuple[int, ...], *, argument: str | None = None) -> np.ndarray | None:
+    """None, all True, random (70 % True), or random with one fully masked query row; the
+    mask has exactly ``shape`` (..., Sq, Sk). Only kinds the backend supports for ``argument``
+    of the test's op are drawn."""
+    supported_kinds = features.allowed_masks(sorted(set(ATTENTION_MASK_KINDS.values())), argument=argument)
+    kinds = [k for k, feature in ATTENTION_MASK_KINDS.items() if feature in supported_kinds]
+    kind = draw(st.sampled_from(kinds) if kinds else _none_supported(argument or "mask"))
+    return None if kind == "none" else _attention(draw, kind, shape)
+
+
+def _attention(draw: st.DrawFn, kind: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An (..., Sq, Sk) attention mask of one of attention_masks' kinds (not "none")."""
     if kind == "all":
         return np.ones(shape, dtype=bool)
     mask = np.random.default_rng(draw(seeds)).random(shape) < 0.7

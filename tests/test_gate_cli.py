@@ -163,7 +163,8 @@ def test_require_fails_when_a_required_op_is_not_implemented(tmp_path, capsys):
     assert statuses(document) == {("no_embedding-float64", "softmax"): "pass",
                                   ("no_embedding-float64", "embedding"): "not implemented"}  # --ops filtered layer_norm
     assert document["require"]["missing"] == [{"op": "embedding", "target": "no_embedding-float64",
-                                               "status": "not implemented"}]
+                                               "status": "not implemented", "requirement": "embedding",
+                                               "not_tested": []}]
 
 
 @pytest.mark.parametrize("spec, libraries", [("torch-nn", {"torch"}), ("torch-sdpa", {"torch"}),

@@ -11,17 +11,8 @@ from hypothesis import strategies as st
 
 import reference
 from conformance.differential._compare import LAYER_SHARE, REALISTIC, compare, examples, realistic_params
-from conformance.strategies import arrays, attention_masks, configs, padding_masks, params
+from conformance.strategies import arrays, configs, key_padded_masks, params
 from conformance.tolerances import min_d_model
-
-
-@st.composite
-def masks(draw: st.DrawFn, batch: int, s_q: int, s_k: int) -> np.ndarray | None:
-    """None, a (B, Sq, Sk) pattern (fully masked rows included), or key padding (B, 1, Sk)."""
-    if draw(st.booleans()):
-        return draw(attention_masks((batch, s_q, s_k)))
-    padding = draw(padding_masks(batch, s_k))
-    return None if padding is None else padding[:, None, :]
 
 
 @st.composite
@@ -31,7 +22,7 @@ def encoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
     config = {**draw(configs().filter(lambda c: c["d_model"] >= min_d_model)), "num_encoder_layers": 1}
     batch, s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq))
     return {"x": draw(arrays((batch, s, config["d_model"]))), "p": draw(params(config))["encoder"][0],
-            "config": config, "mask": draw(masks(batch, s, s))}
+            "config": config, "mask": draw(key_padded_masks(batch, s, s, argument="mask"))}
 
 
 @st.composite
@@ -42,7 +33,8 @@ def decoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
     batch, s_t, s_s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), draw(st.integers(1, max_seq))
     return {"y": draw(arrays((batch, s_t, config["d_model"]))), "memory": draw(arrays((batch, s_s, config["d_model"]))),
             "p": draw(params(config))["decoder"][0], "config": config,
-            "self_mask": draw(masks(batch, s_t, s_t)), "cross_mask": draw(masks(batch, s_t, s_s))}
+            "self_mask": draw(key_padded_masks(batch, s_t, s_t, argument="self_mask")),
+            "cross_mask": draw(key_padded_masks(batch, s_t, s_s, argument="cross_mask"))}
 
 
 @pytest.mark.op("encoder_layer")
@@ -82,11 +74,13 @@ def test_encoder_layer_realistic(backend: Any) -> None:
 
 
 @pytest.mark.op("decoder_layer")
-def test_decoder_layer_realistic(backend: Any) -> None:
-    """Pre-LN, GELU; d_model 512, 8 heads, d_ff 2048, 4 target positions (causal) over 5
-    source positions (key padding): every output."""
-    config, p, rng = _realistic(norm_first=True)
+@pytest.mark.parametrize("norm_first", [True, False], ids=["pre_ln_causal", "post_ln_unmasked"])
+def test_decoder_layer_realistic(backend: Any, norm_first: bool) -> None:
+    """d_model 512, 8 heads, d_ff 2048, 4 target positions over 5 source positions (key
+    padding): pre-LN, GELU with a causal self mask, or post-LN, ReLU with no self mask (the
+    contract's "no mask": a layer that masks causally anyway is caught): every output."""
+    config, p, rng = _realistic(norm_first=norm_first)
     y, memory = rng.normal(0.0, 1.0, (2, 4, 512)), rng.normal(0.0, 1.0, (2, 5, 512))
     cross = (np.arange(5) < np.array([[5], [3]]))[:, None, :]
     compare(backend, "decoder_layer", y, memory, p["decoder"][0], config,
-            self_mask=reference.causal_mask(4), cross_mask=cross)
+            self_mask=reference.causal_mask(4) if norm_first else None, cross_mask=cross)

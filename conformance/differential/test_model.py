@@ -24,7 +24,8 @@ def model_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, m
     return {"config": config, "params": draw(params(config)),
             "src": draw(token_ids(batch, s_s, config["src_vocab_size"])),
             "tgt": draw(token_ids(batch, s_t, config["tgt_vocab_size"])),
-            "src_mask": draw(padding_masks(batch, s_s)), "tgt_mask": draw(padding_masks(batch, s_t)),
+            "src_mask": draw(padding_masks(batch, s_s, argument="src_mask")),
+            "tgt_mask": draw(padding_masks(batch, s_t, argument="tgt_mask")),
             "memory": draw(arrays((batch, s_s, config["d_model"]), scales=(1.0,)))}
 
 

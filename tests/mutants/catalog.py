@@ -17,6 +17,9 @@ from tests.mutants.model import Mutant
 ATTENTION = ("attention_weights", "attention")
 LAYERS = ("encoder_layer", "decoder_layer")
 STACKS = ("encode", "decode")
+PADDING_OPS = ("multi_head_attention", "encoder_layer", "decoder_layer", "encode", "decode", "forward",
+               "greedy_decode")
+"""The ops that take padding masks (key padding, for multi-head attention and the layers)."""
 
 ZOO_OPS: dict[str, tuple[str, ...]] = {
     "softmax_wrong_axis": ("softmax",),
@@ -29,6 +32,7 @@ ZOO_OPS: dict[str, tuple[str, ...]] = {
     "causal_mask_includes_next": ("decode",),
     "key_padding_mask_ignored": STACKS,
     "cross_attention_unmasked": ("decoder_layer",),
+    "right_padding_only": PADDING_OPS,
     "scores_query_query": ATTENTION,
     "scale_by_d_k": ATTENTION,
     "attention_softmax_over_queries": ATTENTION,

@@ -145,6 +145,18 @@ class KeyPaddingMaskIgnored(TorchBackend):
         return None
 
 
+@register("right_padding_only")
+class RightPaddingOnly(TorchBackend):
+    """masks become a per-row key count (a fused kernel's lengths): right only for right padding."""
+
+    def _masked(self, scores: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is None:
+            return scores
+        lengths = mask.expand(scores.shape).sum(dim=-1, keepdim=True)  # keys kept per query row
+        keys = torch.arange(scores.shape[-1], device=scores.device)
+        return super()._masked(scores, keys < lengths)
+
+
 @register("cross_attention_unmasked")
 class CrossAttentionUnmasked(TorchBackend):
     """cross-attention ignores the source padding mask: queries attend to padded memory."""
