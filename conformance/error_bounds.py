@@ -135,11 +135,14 @@ def _logit_errors(x: Bounded, axis: int, r: Rounding) -> tuple[Array, Array, Arr
     return y, live, e_in
 
 
-def _normalisation(live: Array, axis: int, r: Rounding) -> Array:
-    """Relative error of dividing by the row's sum of its n live exponentials and storing:
-    u (acc(n) + 2), the same for every weight of the row."""
+def _normalisation(x: Bounded, live: Array, axis: int, r: Rounding) -> Array:
+    """Relative error of normalising the row's weights, the same for every weight: the sum of
+    its n live exponentials (u_acc min(n, LAMBDA sqrt n)), the division and the store
+    (3 u), and, for weights recomputed from a stored log-sum-exp lse = m + log(sum) as
+    FlashAttention does, lse's rounding u (|m| + log n), m the row's largest logit."""
     n = np.sum(live, axis=axis, keepdims=True)
-    return r.acc * np.minimum(n, LAMBDA * np.sqrt(n)) + 3.0 * r.store
+    m = np.max(np.where(live, np.abs(x.v), 0.0), axis=axis, keepdims=True)
+    return r.acc * np.minimum(n, LAMBDA * np.sqrt(n)) + r.store * (3.0 + m + np.log(np.maximum(n, 1)))
 
 
 def _moved_weights(y: Array, e_in: Array, axis: int) -> Array:
@@ -156,7 +159,7 @@ def softmax(x: Bounded, axis: int, r: Rounding) -> Bounded:
     ``_normalisation`` relative. Shapes: any -> same.
     """
     y, live, e_in = _logit_errors(x, axis, r)
-    return Bounded(y, _moved_weights(y, e_in, axis) + y * _normalisation(live, axis, r))
+    return Bounded(y, _moved_weights(y, e_in, axis) + y * _normalisation(x, live, axis, r))
 
 
 def layer_norm(x: Bounded, gamma: Array, beta: Array, eps: float, r: Rounding) -> Bounded:
@@ -218,11 +221,12 @@ def attention(q: Bounded, k: Bounded, v: Bounded, mask: Array | None, r: Roundin
     FlashAttention's running sums divided at the end) add u (acc(Sk) + ...) sum_j y_ij |v_j|,
     V's errors sqrt(y^2 e_v^2), and the store. Shapes: -> (..., Sq, d_v).
     """
-    y, live, e_in = _logit_errors(_scores(q, k, mask, r), -1, r)
+    scores = _scores(q, k, mask, r)
+    y, live, e_in = _logit_errors(scores, -1, r)
     out = y @ v.v
     deviation = np.square(v.v[..., None, :, :] - out[..., :, None, :])              # (..., Sq, Sk, d_v)
     moved = np.sqrt(np.einsum("...qk,...qkd->...qd", np.square(y * e_in), deviation))
-    own = (_normalisation(live, -1, r) + r.acc * acc(v.v.shape[-2])) * (y @ np.abs(v.v))
+    own = (_normalisation(scores, live, -1, r) + r.acc * acc(v.v.shape[-2])) * (y @ np.abs(v.v))
     e = moved + own + (np.sqrt(np.square(y) @ np.square(np.broadcast_to(v.e, v.v.shape))) if np.any(v.e) else 0.0)
     return stored(Bounded(out, e), r)
 
