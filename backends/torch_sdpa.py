@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from backends.contract import supports_from
 from backends.torch_backend import TorchBackend
 
 Tensor = torch.Tensor
@@ -32,6 +33,7 @@ class TorchSDPABackend(TorchBackend):
     """The ``torch`` backend with ``attention`` replaced by ``F.scaled_dot_product_attention``."""
 
     name = "torch-sdpa"
+    supports = staticmethod(supports_from({"attention_weights": False}))  # declared: no example is drawn for it
 
     @torch.no_grad()
     def attention_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
