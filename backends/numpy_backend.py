@@ -1,7 +1,8 @@
 """The built-in NumPy backends: the reference's own equations at a chosen precision.
 
 ``reference`` is the float64 ground truth itself; ``numpy`` evaluates the same functions in
-float32, float16 or (emulated) bfloat16: the naive same-precision baseline.
+float32, float16 or (emulated) bfloat16: the naive equations at that precision, a correct
+implementation the suite must pass.
 """
 
 from __future__ import annotations

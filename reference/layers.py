@@ -2,8 +2,8 @@
 
 Each public function validates and converts its inputs at the boundary (ValueError naming the
 argument) and then calls the private ``_`` function that reads like the equation. ``dtype`` is
-float64 for ground truth; a lower precision gives the naive same-precision baseline of the
-tolerance model (see reference/precision.py).
+float64 for ground truth; a lower precision gives the naive equations at that precision, the
+built-in ``numpy`` backend (see reference/precision.py).
 
 Where an equation has a named alternative convention (reference/variants.py: PE halves,
 finite masks, NaN rows, the variance, eps, GELU, head layout, score scale), the code calls
