@@ -123,8 +123,12 @@ def of_call(op: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str
     arguments = bound.arguments
     found: dict[str, FeatureValue] = {}
     if "config" in arguments:
-        config = reference.as_config(arguments["config"])
-        found.update({name: getattr(config, name) for name in CONFIG_FEATURES if name in wanted})
+        try:
+            config = reference.as_config(arguments["config"])
+        except ValueError:  # not a valid config: the call itself will say so (or fail)
+            config = None
+        if config is not None:
+            found.update({name: getattr(config, name) for name in CONFIG_FEATURES if name in wanted})
     if op == "feed_forward":
         found["activation"] = arguments["activation"]
     for name in wanted:

@@ -61,16 +61,20 @@ def test_forward(backend: Any, data: st.DataObject) -> None:
             where=query_positions(case["tgt_mask"]), what="real target positions")
 
 
-def _realistic(seed: int, **variant: Any) -> dict[str, Any]:
-    """The REALISTIC config (post-LN) updated with ``variant``, with (2, 5) source and (2, 4)
+def _realistic(seed: int, src_left_padded: bool = False, **variant: Any) -> dict[str, Any]:
+    """The REALISTIC config (post-LN) updated with ``variant``, with (3, 5) source and (3, 4)
     target ids; the second row's source is right-padded and its target left-padded (as
     batched prompts are), so a real target has padded targets before it that its
-    self-attention must not see."""
+    self-attention must not see; the third row's source is left-padded (a key-padding mask
+    turned into a per-row key count is right only for right padding). With
+    ``src_left_padded`` every padded source row is left-padded."""
     rng = np.random.default_rng(seed)
     return {"config": {**REALISTIC, **variant}, "params": realistic_params(seed, **variant),
-            "src": rng.integers(0, 1000, (2, 5)), "tgt": rng.integers(0, 1000, (2, 4)),
-            "src_mask": np.arange(5) < np.array([[5], [3]]), "tgt_mask": np.arange(4) >= np.array([[0], [2]]),
-            "memory": rng.normal(0.0, 1.0, (2, 5, 512))}
+            "src": rng.integers(0, 1000, (3, 5)), "tgt": rng.integers(0, 1000, (3, 4)),
+            "src_mask": np.stack([np.arange(5) < 5, np.arange(5) >= 2 if src_left_padded else np.arange(5) < 3,
+                                  np.arange(5) >= 2]),
+            "tgt_mask": np.arange(4) >= np.array([[0], [2], [0]]),
+            "memory": rng.normal(0.0, 1.0, (3, 5, 512))}
 
 
 @pytest.mark.op("encode")
@@ -94,8 +98,9 @@ def test_decode_realistic(backend: Any) -> None:
 
 @pytest.mark.op("forward")
 def test_forward_realistic(backend: Any) -> None:
-    """d_model 512, 8 heads, 1 + 1 layers, vocabulary 1000: every logit at real target positions."""
-    case = _realistic(2)
+    """d_model 512, 8 heads, 1 + 1 layers, vocabulary 1000, left-padded sources: every logit at
+    real target positions."""
+    case = _realistic(2, src_left_padded=True)
     compare(backend, "forward", case["src"], case["tgt"], case["params"], case["config"],
             src_mask=case["src_mask"], tgt_mask=case["tgt_mask"],
             where=query_positions(case["tgt_mask"]), what="real target positions")
