@@ -15,6 +15,7 @@ replaced) and a crash without xdist; set-up errors stop the gate before pytest s
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAULT_FILE = "tests/faults/backends.py"  # relative to ROOT
 FAULT_PATH = str(ROOT / FAULT_FILE)
 OPS = ("embedding", "layer_norm")
+CALL_TIMEOUT_S = 10  # the watchdog's floor in these runs (CONFORMANCE_CALL_TIMEOUT; the default is 60 s)
 TIMEOUT_S = 30  # the process run's per-test timeout: above the watchdog's 10 s and its backstop's 20 s
 
 WATCHDOG = (r"^{fault}\[float32, cpu\]\.embedding: timeout(: no result after 1\d\.\d s \(the per-call watchdog: "
@@ -75,7 +77,8 @@ def start_gate(report_dir: Path, names: list[str], *extra: str) -> subprocess.Po
     command = [sys.executable, "-m", "conformance", "run", *(f"--backend={FAULT_PATH}:{n}" for n in names),
                "--dtype", "float32", "--ops", ",".join(OPS), "--hypothesis-profile", "dev", "--report-dir", str(report_dir),
                *extra]
-    return subprocess.Popen(command, cwd=report_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "CONFORMANCE_CALL_TIMEOUT": str(CALL_TIMEOUT_S)}
+    return subprocess.Popen(command, cwd=report_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finished(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
