@@ -37,12 +37,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 import reference
 from conformance import error_bounds
-from reference.precision import arithmetic, rounded
+from reference.precision import arithmetic, rounded, smallest_normal
 
 SAFETY = 2.0
 """Multiple of the first-order bound a correct implementation may reach (module doc)."""
@@ -61,8 +60,6 @@ element dominates the mean."""
 HALF_PRECISIONS = ("float16", "bfloat16")
 """Precisions whose rounding can land on either side of layer norm's step over two features
 (see ``min_d_model``)."""
-
-_TINY = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ def rounding(dtype: str) -> error_bounds.Rounding:
 
 def tiny(dtype: str) -> float:
     """The smallest normal number of ``dtype``: the absolute floor for underflowed results."""
-    return float(ml_dtypes.finfo(_TINY[dtype]).tiny)
+    return smallest_normal(dtype)
 
 
 def expected(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None = None, *, dtype: str,

@@ -43,6 +43,12 @@ def unit_roundoff(dtype: str) -> float:
     return float(ml_dtypes.finfo(_STORAGE[check_dtype(dtype)]).eps) / 2
 
 
+def smallest_normal(dtype: str) -> float:
+    """The smallest positive normal number of ``dtype`` (below it values are subnormal, or
+    flushed to zero)."""
+    return float(ml_dtypes.finfo(_STORAGE[check_dtype(dtype)]).tiny)
+
+
 def rounded(x: np.ndarray, dtype: str) -> np.ndarray:
     """x held in the compute dtype of ``dtype``, every value rounded to its storage format."""
     with np.errstate(over="ignore"):  # out-of-range values become +-inf, as in the dtype

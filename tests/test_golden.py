@@ -19,13 +19,6 @@ from conformance.golden import GoldenError
 
 
 @pytest.fixture(scope="module")
-def golden_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("golden")
-    golden.export(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def torch_outputs(golden_dir, tmp_path_factory):
     pytest.importorskip("torch")
     outputs = tmp_path_factory.mktemp("torch-float32")

@@ -17,13 +17,6 @@ from tests.mutants import catalog
 
 
 @pytest.fixture(scope="module")
-def golden_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("golden")
-    golden.export(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def numpy_outputs(golden_dir, tmp_path_factory):
     outputs = tmp_path_factory.mktemp("numpy-float32")
     golden.run_backend(golden_dir, outputs, load_backend("numpy", dtype="float32"))

@@ -73,7 +73,7 @@ def loaded() -> dict[tuple[str, str], Any]:
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize(("spec", "dtype"), CORRECT, ids=[f"{s}-{d}" for s, d in CORRECT])
 def test_correct_backend_passes(loaded: dict, spec: str, dtype: str, op: str) -> None:
-    """Every case passes the differential comparison (the staged check of the tests)."""
+    """Every case passes the differential comparison (per element and root mean square)."""
     backend = loaded[(spec, dtype)]
     for case in _cases(op, dtype, CASES_PER_OP, deep=1):
         compare(backend, case.op, *case.args, where=case.where, **case.kwargs)
