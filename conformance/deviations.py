@@ -17,9 +17,10 @@ The file is TOML, one ``[[deviation]]`` table per accepted failure::
 An entry that cites a ``variant`` covers a failure only while the gate's diagnosis
 (conformance/diagnosis.py) still finds that variant explains it: a differential failure
 diagnosed otherwise is no longer "known" (it fails, and a note says why); a failure the
-diagnosis cannot look at (a property test) is covered when a differential failure of the
-same op on the same target is explained by the variant. With ``CONFORMANCE_DIAGNOSIS=off``
-the variant is not checked.
+diagnosis cannot look at (a property test) is covered unless the op's differential failures
+on the same target were diagnosed and none of them is explained by the variant (when the
+differential tests passed, as when their draws missed the hazard a property test found,
+nothing contradicts the entry). With ``CONFORMANCE_DIAGNOSIS=off`` the variant is not checked.
 
 A failing test covered by an entry is reported as "known deviation" and does not fail the
 gate. An entry that applies to a target and an op (or test) that ran in this run, and covered
@@ -148,8 +149,9 @@ def _entry(raw: dict[str, Any], path: Path, line: int, index: int) -> Deviation:
 def apply(deviations: list[Deviation], tests: list[Any], targets: dict[str, dict[str, str]]) -> None:
     """Set ``test.deviation`` on each failing test an entry covers (the first such entry).
     ``tests`` are report.TestResult; ``targets`` maps target id -> {id, spec, dtype, device}."""
-    explained = {(t.target, t.op, v) for t in tests if t.failed and t.diagnosis is not None
-                 for v in (*t.diagnosis.variants, *t.diagnosis.alike)}
+    diagnosed = [t for t in tests if t.failed and t.diagnosis is not None]
+    explained = {(t.target, t.op, v) for t in diagnosed for v in (*t.diagnosis.variants, *t.diagnosis.alike)}
+    explained |= {(t.target, t.op, None) for t in diagnosed}
     for test in tests:
         target = targets.get(test.target or "")
         if test.failed and target is not None:
@@ -164,12 +166,13 @@ def apply(deviations: list[Deviation], tests: list[Any], targets: dict[str, dict
 
 def _still_explained(d: Deviation, test: Any, explained: set[tuple[Any, Any, str]]) -> bool:
     """An entry without a variant covers what it matches; with one, the test's diagnosis must
-    name it (or, for an undiagnosed test, some failure of the same op on the target's)."""
+    name it. An undiagnosed test is covered unless the op's failures on the target were
+    diagnosed (``(target, op, None)`` in ``explained``) and none names the variant."""
     if d.variant is None or not diagnosis_enabled():  # CONFORMANCE_DIAGNOSIS=off: nothing to check it with
         return True
     if test.diagnosis is not None:
         return test.diagnosis.explains(d.variant)
-    return (test.target, test.op, d.variant) in explained
+    return (test.target, test.op, None) not in explained or (test.target, test.op, d.variant) in explained
 
 
 def stale(deviations: list[Deviation], tests: list[Any], targets: dict[str, dict[str, str]]) -> list[Deviation]:

@@ -110,7 +110,7 @@ def _failing(test: str, diagnosis: Diagnosis | None) -> TestResult:
 def test_a_deviation_citing_a_variant_covers_only_what_it_still_explains(tmp_path: Path) -> None:
     """An entry with ``variant`` accepts a failure diagnosed as it; a failure diagnosed
     otherwise is no longer known (a note says why); an undiagnosed test of the op is covered
-    while a diagnosed one is explained."""
+    while a diagnosed one is explained, and when no differential test of the op failed."""
     path = tmp_path / "known.toml"
     path.write_text('[[deviation]]\nbackend = "b"\ndtype = "*"\nop = "attention"\nreason = "finfo.min mask"\n'
                     'variant = "mask-finfo-min"\n', encoding="utf-8")
@@ -125,6 +125,9 @@ def test_a_deviation_citing_a_variant_covers_only_what_it_still_explains(tmp_pat
     deviations.apply(entries, [changed, property_alone], targets)
     assert changed.deviation is None and property_alone.deviation is None
     assert "no known convention" in changed.notes[0] and "cites variant `mask-finfo-min`" in changed.notes[0]
+    uncontradicted = TestResult(nodeid="p[t]", test="p", op="attention", kind="property", target="t", outcome="failed")
+    deviations.apply(entries, [uncontradicted], targets)
+    assert uncontradicted.deviation is entries[0]
 
 
 def test_an_unknown_variant_in_a_deviations_file_is_an_error(tmp_path: Path) -> None:
