@@ -4,6 +4,7 @@
                               [--hypothesis-profile dev|ci|thorough] [--ops OP,...]... [--require OP,...]...
                               [--known-deviations FILE] [--strict-deviations]
                               [--report-dir DIR] [-n N|auto] [--timeout SECONDS] [-v]
+    python -m conformance repro CASE.npz [--backend SPEC] [--dtype D] [--device DEV]
     python -m conformance golden export DIR [--seed N] [--layout npy|npz]
     python -m conformance golden check DIR --outputs OUT_DIR [--dtype D] [--require OP,...|all] [--report-dir DIR]
     python -m conformance golden run DIR --backend SPEC --dtype D [--device DEV] --outputs OUT_DIR
@@ -41,6 +42,7 @@ from backends.contract import DTYPES, OPS
 from backends.registry import BUILTIN_LIBRARIES, BUILTINS, BackendSpecError, Target, default_targets, resolve
 from conformance import deviations as deviations_mod
 from conformance import report
+from conformance.failing_cases import reproduce_command
 from conformance.features import Requirement, parse_requirement
 
 SUITES = ("properties", "conformance.differential")
@@ -92,7 +94,7 @@ def _workers(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,golden}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,repro,golden}")
 
     run = commands.add_parser("run", help="run the conformance gate on backends",
                               description="Run the property and differential suites on backends and gate on "
@@ -132,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", action="append", default=[], type=Path, metavar="PATH",
                      help="advanced: run these test files/directories instead of the built-in suites")
     run.set_defaults(func=cmd_run)
+
+    repro = commands.add_parser("repro", help="replay a failing example's backend calls saved by the gate",
+                                description="Load a case the gate saved (REPORT_DIR/cases/*.npz), call each op on "
+                                            "the backend and compare it with the reference. Exit status: 0 every "
+                                            "call conforms, 1 one does not, 2 usage or set-up error.")
+    repro.add_argument("case", type=Path, metavar="CASE.npz")
+    repro.add_argument("--backend", default=None, metavar="SPEC", help="default: the backend the case was found on")
+    repro.add_argument("--dtype", choices=DTYPES, default=None, help="default: the case's dtype")
+    repro.add_argument("--device", default=None, help="default: the case's device")
+    repro.set_defaults(func=cmd_repro)
 
     golden = commands.add_parser("golden", help="golden vectors for implementations outside Python").add_subparsers(
         dest="golden_command", required=True, metavar="{export,check,run}")
@@ -307,7 +319,8 @@ class Gate:
             mark_interrupted(run.tests)
         else:
             self.errors += self.run_errors()
-        targets = {t["id"]: t for t in run.targets or self.targets}
+        names = {t["id"]: t["name"] for t in self.targets}  # the backend's own name (check_targets)
+        targets = {t["id"]: {**t, "name": names.get(t["id"])} for t in run.targets or self.targets}
         deviations_mod.apply(self.deviations, run.tests, targets)
         stale = deviations_mod.stale(self.deviations, run.tests, targets)
         results = report.aggregate(run, ops=self.ops) if run.tests else []
@@ -419,7 +432,7 @@ class Gate:
                       reasons: list[str], verdict: str, code: int, paths: list[Path]) -> None:
         if results:
             print()
-            print(report.table(results))
+            print(report.table(results, {t["id"]: t.get("name") for t in self.targets}))
             for line in report.diagnosis_lines(results):
                 print(line)
         for r in results:
@@ -430,13 +443,22 @@ class Gate:
                     print(f"  {t.message}")
                 if t.diagnosis is not None:
                     print(f"  diagnosis: {t.diagnosis.text}")
+                if t.doc and not t.falsifying_example:  # a fixed case: its docstring says how it is made
+                    print(f"  the test: {' '.join(t.doc.split())}")
                 if t.falsifying_example:
                     lines = t.falsifying_example.splitlines()
                     cut = [f"... ({len(lines) - SHOWN_LINES} more lines in report.json / pytest.log)"] \
                         if len(lines) > SHOWN_LINES else []
                     print("  shrunk example:\n    " + "\n    ".join(lines[:SHOWN_LINES] + cut))
+                if t.inputs:
+                    lines = t.inputs.splitlines()
+                    cut = [f"... ({len(lines) - SHOWN_LINES} more calls in report.json)"] if len(lines) > SHOWN_LINES else []
+                    print("  backend calls of the failing example:\n    " + "\n    ".join(
+                        [line if len(line) <= 400 else line[:400] + " ..." for line in lines[:SHOWN_LINES]] + cut))
                 if t.reproduce_blob:
-                    print(f"  reproduce: {t.reproduce_blob}")
+                    print(f"  reproduce the test: {t.reproduce_blob}")
+                if t.case_file:
+                    print(f"  reproduce the calls: {reproduce_command(Path(t.case_file))}")
         for d in stale:
             print(f"\nstale known deviation: {d.file}:{d.line}: {d.backend} {d.dtype} {d.op or d.test} "
                   "no longer fails; remove the entry")
@@ -475,16 +497,18 @@ def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> li
         except BackendSpecError as exc:
             raise GateError(f"{exc}{_hint(spec)}") from exc
         IMPORTED[spec] = {name.split(".", 1)[0] for name in set(sys.modules) - before} | _imports_of(factories[spec])
+    names = {}
     for t in targets:
         try:
-            factories[t.spec](dtype=t.dtype, device=t.device)
+            names[t.id] = str(getattr(factories[t.spec](dtype=t.dtype, device=t.device), "name", "") or "")
         except ValueError:
             pass  # unsupported: the tests say so, target by target
         except Exception as exc:  # noqa: BLE001 - any other exception is a broken backend set-up
             last = traceback.format_exception_only(type(exc), exc)[-1].strip()
             raise GateError(f"backend {t.spec!r}: the factory raised for dtype={t.dtype!r}, device={t.device!r}: "
                             f"{last} (a factory signals an unsupported dtype/device with ValueError)") from exc
-    return [{"id": t.id, "spec": t.spec, "dtype": t.dtype, "device": t.device} for t in targets]
+    return [{"id": t.id, "spec": t.spec, "dtype": t.dtype, "device": t.device, "name": names.get(t.id)}
+            for t in targets]
 
 
 def _imports_of(factory: Any) -> set[str]:
@@ -585,6 +609,33 @@ def cmd_golden_check(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     return golden.console(outcome, argv=["python", "-m", "conformance", *args.argv], environment=environment(),
                           report_dir=args.report_dir)
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from backends.registry import load_backend
+    from conformance import failing_cases
+
+    try:
+        meta, calls = failing_cases.load(args.case)
+        target = meta.get("target") or {}
+        spec, dtype = args.backend or target.get("spec"), args.dtype or target.get("dtype")
+        device = args.device or target.get("device") or "cpu"
+        if not spec or not dtype:
+            raise ValueError("the case names no backend: give --backend and --dtype")
+        backend = load_backend(spec, dtype=dtype, device=device)
+    except (OSError, KeyError, ValueError, BackendSpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{meta.get('nodeid', args.case)}: {len(calls)} backend call(s) on {spec} [{dtype}, {device}]")
+    print(failing_cases.describe(calls))
+    conforms, lines = failing_cases.replay(calls, backend)
+    print("\n".join(lines))
+    if conforms and len(calls) > 1:
+        print("every call conforms to the reference on its own: the test's relation between them failed "
+              "(rerun the test: its command is in report.json, 'rerun')")
+    elif conforms:
+        print(f"the call conforms on {spec} [{dtype}, {device}]")
+    return EXIT_OK if conforms else EXIT_FAIL
 
 
 def cmd_golden_run(args: argparse.Namespace) -> int:

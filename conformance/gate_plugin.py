@@ -18,7 +18,8 @@ Records (one JSON object per line, ``"event"`` says which):
   report xdist makes for a test whose worker crashed (``when = "???"``). Fields: nodeid, test
   (nodeid without the parameter part), target (id, spec, dtype, device), op, kind, when,
   outcome, skip_reason, duration, conformance (the record of conformance.record), failure (the
-  failure text), falsifying_example, reproduce_blob.
+  failure text), falsifying_example, reproduce_blob, doc (a failing test's docstring, first paragraph), case_file (the failing example's backend
+  calls saved by the worker as ``cases/<test>.npz`` beside FILE: conformance/failing_cases.py).
 - ``collect_error``: a test module that could not be collected.
 
 The item details (target, op, kind) are written by the worker that collected the tests into
@@ -41,15 +42,17 @@ once, so a controller that dies still leaves every line written so far.
 from __future__ import annotations
 
 import faulthandler
+import inspect
 import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance import watchdog
+from conformance import failing_cases, watchdog
 
 GATE_KEY = "conformance_gate"
 FAULT_START = "== start "
@@ -145,7 +148,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         notes = _notes(call.excinfo.value)
         if notes:
             report.user_properties.append((f"{GATE_KEY}_notes", notes))
+        case = _save_case(item)
+        if case is not None:
+            report.user_properties.append((f"{GATE_KEY}_case", str(case)))
+        doc = inspect.getdoc(getattr(item, "function", None))
+        if doc:  # what the test checks, and for a fixed case how its inputs are made
+            report.user_properties.append((f"{GATE_KEY}_doc", doc.split("\n\n")[0]))
     return report
+
+
+def _save_case(item: pytest.Item) -> Path | None:
+    """The failing example's backend calls as ``cases/<test>.npz`` beside the results file."""
+    from conformance.pytest_plugin import RECORD  # loaded first (the gate passes -p for both)
+
+    rec, path = item.stash.get(RECORD, None), item.config.getoption("conformance_results")
+    if rec is None or not rec.failing_calls or not path:
+        return None
+    name = re.sub(r"[^\w.-]+", "_", item.nodeid.replace("::", "-")).strip("_")[-150:]
+    return failing_cases.save(Path(path).parent / "cases" / f"{name}.npz", rec.failing_calls,
+                              target=_target_of(item) or {}, nodeid=item.nodeid)
 
 
 def _notes(exc: BaseException) -> list[str]:
@@ -331,6 +352,8 @@ def report_record(report: pytest.TestReport) -> dict[str, Any]:
         "failure": failure,
         "falsifying_example": example,
         "reproduce_blob": blob,
+        "case_file": props.get(f"{GATE_KEY}_case"),
+        "doc": props.get(f"{GATE_KEY}_doc"),
     }
 
 

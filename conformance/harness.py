@@ -121,6 +121,7 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
     if not features.supports(backend, op, **used):
         not_implemented(backend, op, "is declared unsupported for " + ", ".join(
             features.label(name, value) for name, value in used.items()))
+    record.note_input(op, args, kwargs)
     native_args, native_kwargs = to_native(backend, list(args)), to_native(backend, kwargs)
     before = _snapshot(backend, (native_args, native_kwargs))
     try:

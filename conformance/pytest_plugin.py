@@ -136,9 +136,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             handle.inner_test._conformance_counted = True
 
 
+RECORD = pytest.StashKey[record.Record]()
+"""The test's Record, for the gate plugin (which saves a failing case's inputs)."""
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    rec = record.start()
+    rec = item.stash[RECORD] = record.start()
     marker = item.get_closest_marker("op")
     features.start(getattr(item, "funcargs", {}).get("backend"), marker.args[0] if marker is not None else None)
     try:
@@ -147,9 +151,23 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         if not rec.not_implemented:
             raise
         pytest.skip(f"{NOT_IMPLEMENTED}: every example drawn ({rec.not_implemented}) was not implemented")
+    except Exception:  # a failure the assertion helpers did not note: the last example run is it
+        if not rec.failing_calls:
+            rec.failing_calls = list(rec.example_calls)
+        raise
     finally:
         features.stop()
         record.stop()
         item.user_properties.append(("conformance", rec.as_property()))
         if marker is not None:
             item.user_properties.append(("op", marker.args[0]))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """A failure's report shows the backend calls of its (shrunk) example, readable."""
+    report = yield
+    rec = item.stash.get(RECORD, None)
+    if call.when == "call" and report.failed and rec is not None and rec.inputs:
+        report.sections.append(("failing example's backend calls", rec.inputs))
+    return report

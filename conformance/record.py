@@ -1,5 +1,5 @@
-"""What a test found, for the gate's report: examples run, worst error/tolerance ratio, and the
-first failure message. One Record per test, held in a context variable that the pytest plugin
+"""What a test found, for the gate's report: examples run, worst error/tolerance ratio, the
+last failure's message and inputs. One Record per test, held in a context variable that the pytest plugin
 sets around each test and writes into the test's ``user_properties`` (which xdist ships to the
 controller)."""
 
@@ -10,6 +10,8 @@ import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from conformance import failing_cases
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class Record:
     not_implemented: int = 0  # examples rejected: the backend did not implement what they drew
     calls: int = 0  # backend calls that returned or raised (anything but NotImplementedError)
     features: dict[str, dict[str, list]] = field(default_factory=dict)  # op -> feature -> values run
+    inputs: str = ""  # the failing example's backend calls, readable (conformance/failing_cases.py)
+    example_calls: list = field(default_factory=list, repr=False)  # the running example's calls
+    failing_calls: list = field(default_factory=list, repr=False)  # the last failing example's calls
 
     def as_property(self) -> dict:
         """The record for the report, once the test is over: the pending diagnosis (of the
@@ -56,8 +61,11 @@ class Record:
         if self.pending is not None:
             diagnose, self.pending = self.pending, None
             self.diagnosis = diagnose()
+        if self.failing_calls:
+            self.inputs = failing_cases.describe(self.failing_calls)
         data = asdict(self)
-        del data["pending"]
+        for unshipped in ("pending", "example_calls", "failing_calls"):
+            del data[unshipped]
         return data
 
 
@@ -87,9 +95,16 @@ def capture() -> Iterator[Record]:
 
 
 def note_example() -> None:
-    """One more Hypothesis example (or fixed case) ran."""
+    """One more Hypothesis example (or fixed case) ran: its backend calls start afresh."""
     if (rec := _current.get()) is not None:
         rec.examples += 1
+        rec.example_calls = []
+
+
+def note_input(op: str, args: Any, kwargs: Any) -> None:
+    """The running example calls ``op`` with these (NumPy) inputs (the harness, before the call)."""
+    if (rec := _current.get()) is not None:
+        rec.example_calls.append((op, list(args), dict(kwargs)))
 
 
 def note_ratio(ratio: float) -> None:
@@ -98,9 +113,11 @@ def note_ratio(ratio: float) -> None:
 
 
 def note_failure(message: str, ratio: float) -> None:
-    """Keep the message of the last failure (Hypothesis replays the shrunk example last)."""
+    """Keep the message and the calls of the last failure (Hypothesis replays the shrunk
+    example last)."""
     if (rec := _current.get()) is not None:
         rec.failure = message
+        rec.failing_calls = list(rec.example_calls)
         rec.worst_ratio = max(rec.worst_ratio, ratio)
 
 
@@ -115,6 +132,7 @@ def note_verdict(verdict: str, message: str) -> None:
     """The test fails in a way with its own status (e.g. "nondeterministic"), and why."""
     if (rec := _current.get()) is not None:
         rec.verdict, rec.failure = verdict, message
+        rec.failing_calls = list(rec.example_calls)
 
 
 def note_not_implemented() -> Record | None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from backends.contract import OPS
 from conformance.deviations import Deviation
+from conformance.failing_cases import reproduce_command
 from conformance.features import OP_FEATURES, Requirement, label
 from conformance.gate_plugin import FAULT_START
 from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
@@ -65,6 +66,9 @@ class TestResult:
     failure: str = ""
     falsifying_example: str | None = None
     reproduce_blob: str | None = None
+    doc: str = ""  # a failing test's docstring (first paragraph): what it checks, how a fixed case is made
+    inputs: str = ""  # the failing example's backend calls, readable (conformance/failing_cases.py)
+    case_file: str | None = None  # those calls saved as .npz (python -m conformance repro FILE)
     notes: list[str] = field(default_factory=list)
     deviation: Deviation | None = None
     verdict: str | None = None  # a failure's own status (NONDET), from the test's record
@@ -89,6 +93,10 @@ class TestResult:
             "worst_element": worst_element(self.message),
             "falsifying_example": _clip(self.falsifying_example, MAX_EXAMPLE) if self.falsifying_example else None,
             "reproduce_blob": self.reproduce_blob,
+            "doc": self.doc or None,
+            "inputs": _clip(self.inputs, MAX_EXAMPLE) if self.inputs else None,
+            "case_file": self.case_file,
+            "reproduce": reproduce_command(Path(self.case_file)) if self.case_file else None,
             "failure_text": _clip(self.failure), "notes": self.notes, "verdict": self.verdict,
             "examples_not_implemented": self.not_implemented, "features": self.features,
             "known_deviation": self.deviation.to_json() if self.deviation else None,
@@ -297,6 +305,8 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
                 result.outcome = "timeout"
             result.falsifying_example = phase.get("falsifying_example")
             result.reproduce_blob = phase.get("reproduce_blob")
+            result.inputs, result.case_file = rec.get("inputs") or "", phase.get("case_file")
+            result.doc = phase.get("doc") or ""
     return result
 
 
@@ -408,12 +418,18 @@ def unsupported_targets(results: Iterable[OpResult]) -> list[str]:
 
 # --- the table ---------------------------------------------------------------------------------
 
-def table(results: Sequence[OpResult]) -> str:
-    """The per-op table the gate prints."""
+def target_label(target: str, name: str | None) -> str:
+    """The target id, with the backend's own ``name`` when the id does not already show it
+    (a factory attribute: ``make-float64 (my-engine)``)."""
+    return f"{target} ({name})" if name and not target.startswith(f"{name}-") else target
+
+
+def table(results: Sequence[OpResult], names: dict[str, str | None] | None = None) -> str:
+    """The per-op table the gate prints (``names``: target id -> the backend's own name)."""
     header = ("target", "op", "status", "worst err/tol", "examples", "tests passed")
     unsupported = unsupported_targets(results)
     shown = [r for r in results if r.status != NO_TESTS and r.target not in unsupported]
-    rows = [header] + [(r.target, r.op, status_text(r.status, r.coverage), _ratio(r.worst_ratio), str(r.examples),
+    rows = [header] + [(target_label(r.target, (names or {}).get(r.target)), r.op, status_text(r.status, r.coverage), _ratio(r.worst_ratio), str(r.examples),
                         _tests(r)) for r in shown]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {3, 4, 5}
@@ -492,7 +508,8 @@ def write_junit(path: Path, tests: Sequence[TestResult], *, name: str = "conform
             counts["skipped"] += 1
         elif t.outcome == "failed":
             diagnosed = f" [diagnosis: {t.diagnosis.text}]" if t.diagnosis is not None else ""
-            ET.SubElement(case, "failure", message=t.message[:500] + diagnosed).text = _clip(t.failure)
+            inputs = f"\n\nbackend calls of the failing example:\n{t.inputs}" if t.inputs else ""
+            ET.SubElement(case, "failure", message=t.message[:500] + diagnosed).text = _clip(t.failure) + _clip(inputs, 1500)
             counts["failures"] += 1
         elif t.outcome in ("crashed", "timeout"):
             ET.SubElement(case, "error", message=f"{t.outcome}: {t.message[:500]}").text = _clip(t.failure)
@@ -566,7 +583,7 @@ def markdown(document: dict[str, Any]) -> str:
     for target, rows in by_target.items():
         t = targets.get(target, {})
         where = f" ({t.get('spec')}, {t.get('dtype')}, {t.get('device')})" if t else ""
-        lines += [f"### {target}{where}", "", "| op | status | worst err/tol | examples | tests passed |",
+        lines += [f"### {target_label(target, t.get('name'))}{where}", "", "| op | status | worst err/tol | examples | tests passed |",
                   "|---|---|---:|---:|---:|"]
         for r in rows:
             if r["status"] == NO_TESTS:
@@ -595,12 +612,18 @@ def markdown(document: dict[str, Any]) -> str:
                 lines.append(f"- worst element: `{f['worst_element']}`")
             if f.get("diagnosis"):
                 lines.append(f"- diagnosis: {f['diagnosis']['text']}")
+            if f.get("doc"):
+                lines.append(f"- the test: {' '.join(f['doc'].split())}")
             if f["message"]:
                 lines += ["", "```", _clip(f["message"], 1500), "```"]
             if f["falsifying_example"]:
                 lines += ["", "Shrunk example:", "", "```python", _clip(f["falsifying_example"], 1500), "```"]
+            if f.get("inputs"):
+                lines += ["", "Backend calls of the failing example:", "", "```", _clip(f["inputs"], 1500), "```"]
             if f["reproduce_blob"]:
-                lines += ["", f"Reproduce: `{f['reproduce_blob']}`"]
+                lines += ["", f"Reproduce the test: `{f['reproduce_blob']}`"]
+            if f.get("reproduce"):
+                lines += ["", f"Reproduce the calls: `{f['reproduce']}`"]
             if f["known_deviation"]:
                 lines += ["", f"Accepted: {f['known_deviation']['reason']}"]
             lines.append("")

@@ -108,6 +108,24 @@ def test_the_report_names_the_op_the_worst_element_and_the_shrunk_example(broken
     assert "--ops softmax" in softmax["rerun"]
     markdown = (report_dir / "report.md").read_text()
     assert "| softmax | **fail** |" in markdown and "worst element: `out[" in markdown and "Shrunk example" in markdown
+    assert "wrong_softmax-float64 (WrongSoftmax)" in out  # the backend's own name beside the factory's
+
+
+def test_a_failure_carries_its_backend_calls_readable_and_saved_with_a_reproduction(broken_run, capsys):
+    """The failing example's inputs are in the message (shapes, scalars, small arrays in full)
+    and in REPORT_DIR/cases/*.npz; ``repro`` replays them: the broken backend still fails, the
+    reference conforms on the same inputs."""
+    _, out, report_dir = broken_run
+    softmax = next(r for r in load_report(report_dir)["results"] if r["status"] == "fail")
+    for failure in softmax["failures"]:
+        assert failure["inputs"].startswith("softmax(float64(")
+        assert failure["reproduce"] == f"python -m conformance repro {failure['case_file']}"
+        assert Path(failure["case_file"]).parent == report_dir / "cases"
+        assert f"reproduce the calls: {failure['reproduce']}" in out
+        assert main(["repro", failure["case_file"]]) == 1
+        assert "call 1: softmax: WrongSoftmax[float64, cpu].softmax: out[" in capsys.readouterr().out
+        assert main(["repro", failure["case_file"], "--backend", "reference"]) == 0
+        assert "conforms" in capsys.readouterr().out
 
 
 def test_a_crash_and_a_hang_are_reported_with_where_they_happened(broken_run):
