@@ -18,6 +18,14 @@ from conformance import record, tolerances
 from conformance.harness import label
 
 
+class ToleranceExceeded(AssertionError):
+    """``assert_close`` failed; ``index`` is the worst element's (multi-)index."""
+
+    def __init__(self, message: str, index: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 def _index(flat_index: int, shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(i) for i in np.unravel_index(flat_index, shape)) + "]" if shape else ""
 
@@ -54,7 +62,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
                f"(abs err {d:.3g}, rel err {rel:.3g}, tolerance {t:.3g}, {worst_ratio:.3g} x over); "
                f"{failing} of {int(mask.sum())} compared elements exceed their tolerance {_tag(what)}")
     record.note_failure(message, worst_ratio)
-    raise AssertionError(message)
+    raise ToleranceExceeded(message, tuple(int(i) for i in np.unravel_index(worst, expected.shape)))
 
 
 def assert_no_systematic_error(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray, backend: Any,

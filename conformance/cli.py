@@ -441,6 +441,8 @@ class Gate:
                 print(f"\n{(t.verdict or t.outcome).upper()}{tag}: {r.op} on {r.target}: {t.nodeid}")
                 if t.message:
                     print(f"  {t.message}")
+                if t.tolerance:
+                    print(f"  {t.tolerance}")
                 if t.diagnosis is not None:
                     print(f"  diagnosis: {t.diagnosis.text}")
                 if t.doc and not t.falsifying_example:  # a fixed case: its docstring says how it is made

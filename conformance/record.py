@@ -51,6 +51,8 @@ class Record:
     not_implemented: int = 0  # examples rejected: the backend did not implement what they drew
     calls: int = 0  # backend calls that returned or raised (anything but NotImplementedError)
     features: dict[str, dict[str, list]] = field(default_factory=dict)  # op -> feature -> values run
+    tolerance: str = ""  # what set the worst element's tolerance (tolerances.terms), for the last failure
+    pending_tolerance: Callable[[], str] | None = field(default=None, repr=False)
     inputs: str = ""  # the failing example's backend calls, readable (conformance/failing_cases.py)
     example_calls: list = field(default_factory=list, repr=False)  # the running example's calls
     failing_calls: list = field(default_factory=list, repr=False)  # the last failing example's calls
@@ -61,10 +63,16 @@ class Record:
         if self.pending is not None:
             diagnose, self.pending = self.pending, None
             self.diagnosis = diagnose()
+        if self.pending_tolerance is not None:
+            explain, self.pending_tolerance = self.pending_tolerance, None
+            try:
+                self.tolerance = explain()
+            except Exception as exc:  # noqa: BLE001 - an explanation must not hide the failure
+                self.tolerance = f"(could not be explained: {type(exc).__name__}: {exc})"
         if self.failing_calls:
             self.inputs = failing_cases.describe(self.failing_calls)
         data = asdict(self)
-        for unshipped in ("pending", "example_calls", "failing_calls"):
+        for unshipped in ("pending", "pending_tolerance", "example_calls", "failing_calls"):
             del data[unshipped]
         return data
 
@@ -116,7 +124,7 @@ def note_failure(message: str, ratio: float) -> None:
     """Keep the message and the calls of the last failure (Hypothesis replays the shrunk
     example last)."""
     if (rec := _current.get()) is not None:
-        rec.failure = message
+        rec.failure, rec.pending_tolerance = message, None
         rec.failing_calls = list(rec.example_calls)
         rec.worst_ratio = max(rec.worst_ratio, ratio)
 
@@ -126,6 +134,13 @@ def note_diagnosis(diagnose: Callable[[], Diagnosis | None]) -> None:
     failure's runs, when the test is over (``Record.as_property``)."""
     if (rec := _current.get()) is not None:
         rec.pending = diagnose
+
+
+def note_tolerance(explain: Callable[[], str]) -> None:
+    """A comparison failed: ``explain()`` says what set its worst element's tolerance (run for
+    the last failure only, when the test is over)."""
+    if (rec := _current.get()) is not None:
+        rec.pending_tolerance = explain
 
 
 def note_verdict(verdict: str, message: str) -> None:

@@ -66,6 +66,7 @@ class TestResult:
     failure: str = ""
     falsifying_example: str | None = None
     reproduce_blob: str | None = None
+    tolerance: str = ""  # what set the worst element's tolerance (conformance.tolerances.terms)
     doc: str = ""  # a failing test's docstring (first paragraph): what it checks, how a fixed case is made
     inputs: str = ""  # the failing example's backend calls, readable (conformance/failing_cases.py)
     case_file: str | None = None  # those calls saved as .npz (python -m conformance repro FILE)
@@ -94,6 +95,7 @@ class TestResult:
             "falsifying_example": _clip(self.falsifying_example, MAX_EXAMPLE) if self.falsifying_example else None,
             "reproduce_blob": self.reproduce_blob,
             "doc": self.doc or None,
+            "tolerance": self.tolerance or None,
             "inputs": _clip(self.inputs, MAX_EXAMPLE) if self.inputs else None,
             "case_file": self.case_file,
             "reproduce": reproduce_command(Path(self.case_file)) if self.case_file else None,
@@ -307,6 +309,7 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
             result.reproduce_blob = phase.get("reproduce_blob")
             result.inputs, result.case_file = rec.get("inputs") or "", phase.get("case_file")
             result.doc = phase.get("doc") or ""
+            result.tolerance = rec.get("tolerance") or ""
     return result
 
 
@@ -614,6 +617,8 @@ def markdown(document: dict[str, Any]) -> str:
                 lines.append(f"- diagnosis: {f['diagnosis']['text']}")
             if f.get("doc"):
                 lines.append(f"- the test: {' '.join(f['doc'].split())}")
+            if f.get("tolerance"):
+                lines.append(f"- {f['tolerance']}")
             if f["message"]:
                 lines += ["", "```", _clip(f["message"], 1500), "```"]
             if f["falsifying_example"]:

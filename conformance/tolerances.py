@@ -121,6 +121,26 @@ def expected(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None = Non
     return Expected(value, SAFETY * bound.e + tiny(dtype))
 
 
+def terms(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None, *, dtype: str,
+          index: tuple[int, ...]) -> str:
+    """What set the tolerance of one output element (a failure's worst), by the rule's parts:
+    ``SAFETY x bound + tiny``, and the bound split into what the reductions' accumulation
+    (dot products, sums, means: ``Rounding.acc``) and the stored values' roundings
+    (``Rounding.store``) contribute, each as a multiple of ``u |ref|``. A tolerance of many
+    ``u |ref|`` comes from cancellation or amplification upstream (a large logit, a small
+    sigma), one of a few from the element's own rounding: a real error exceeds either."""
+    r = rounding(dtype)
+    full = error_bounds.bound(op, args, kwargs, r)
+    by_acc = error_bounds.bound(op, args, kwargs, error_bounds.Rounding(store=0.0, acc=r.acc)).e[index]
+    by_store = error_bounds.bound(op, args, kwargs, error_bounds.Rounding(store=r.store, acc=0.0)).e[index]
+    e, v, u = float(full.e[index]), float(full.v[index]), reference.unit_roundoff(dtype)
+    scale = u * abs(v)
+    share = "" if scale == 0 else f" = {e / scale:.3g} u |ref|"
+    return (f"tolerance {SAFETY * e + tiny(dtype):.3g} = {SAFETY:g} x bound {e:.3g}{share} + tiny {tiny(dtype):.3g}; "
+            f"the bound from the reductions' accumulation alone {float(by_acc):.3g}, from the stored roundings alone "
+            f"{float(by_store):.3g} (u = {u:.3g}, |ref| = {abs(v):.3g})")
+
+
 def rms_ratio(ratio: np.ndarray) -> float:
     """Root mean square of the compared elements' err/tol (0 for none)."""
     return float(np.sqrt(np.mean(np.square(ratio)))) if ratio.size else 0.0

@@ -126,6 +126,8 @@ def test_a_failure_carries_its_backend_calls_readable_and_saved_with_a_reproduct
         assert "call 1: softmax: WrongSoftmax[float64, cpu].softmax: out[" in capsys.readouterr().out
         assert main(["repro", failure["case_file"], "--backend", "reference"]) == 0
         assert "conforms" in capsys.readouterr().out
+    differential = next(f for f in softmax["failures"] if f["kind"] == "differential")
+    assert differential["tolerance"].startswith("tolerance ") and " x bound " in differential["tolerance"]
 
 
 def test_a_crash_and_a_hang_are_reported_with_where_they_happened(broken_run):

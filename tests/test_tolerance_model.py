@@ -146,6 +146,25 @@ def test_float64_tolerance_is_float64_sized() -> None:
     np.testing.assert_allclose(ratio, 2.0**-52 / (2.0**-24 + 2.0**-53), rtol=1e-6)
 
 
+def test_a_failure_says_which_part_of_the_rule_set_its_tolerance() -> None:
+    """``terms`` restates the element's tolerance as SAFETY x bound + tiny and splits the bound
+    into the reductions' and the stored roundings' shares: a long dot product's output is
+    set by its accumulation, a large-logit softmax weight by its stored (rounded) scores."""
+    rng = _rng("terms")
+    x, p = rng.normal(0.0, 1.0, (1, 2, 256)), reference.init_params(
+        {"d_model": 256, "num_heads": 2, "d_ff": 512, "num_encoder_layers": 1, "num_decoder_layers": 0,
+         "src_vocab_size": 3, "tgt_vocab_size": 3}, 0)["encoder"][0]["ffn"]
+    want = expected("feed_forward", [x, p], dtype="float32")
+    text = tolerances.terms("feed_forward", [x, p], {}, dtype="float32", index=(0, 1, 3))
+    assert text.startswith(f"tolerance {want.tol[0, 1, 3]:.3g} = 2 x bound ")
+    acc, store = (float(part.split(" ")[0].rstrip(",")) for part in text.split("alone ")[1:])
+    assert acc > store > 0
+    logits = np.array([[300.0, 299.0, 0.0]])
+    text = tolerances.terms("softmax", [logits], {}, dtype="float32", index=(0, 1))
+    acc, store = (float(part.split(" ")[0].rstrip(",")) for part in text.split("alone ")[1:])
+    assert store > acc
+
+
 def _openblas_kernels() -> list[str]:
     """The OpenBLAS kernels this CPU can run (by its instruction-set flags)."""
     needs = {"SkylakeX": "avx512f", "Haswell": "avx2", "Sandybridge": "avx", "Nehalem": "sse4_2", "Prescott": "pni"}

@@ -15,9 +15,9 @@ from hypothesis import settings
 
 import reference
 from conformance import diagnosis, record
-from conformance.assertions import assert_close, assert_equal, assert_no_systematic_error
+from conformance.assertions import ToleranceExceeded, assert_close, assert_equal, assert_no_systematic_error
 from conformance.harness import call_op, label
-from conformance.tolerances import expected, margin_tolerance, reference_value, rounded_inputs
+from conformance.tolerances import expected, margin_tolerance, reference_value, rounded_inputs, terms
 
 REALISTIC: dict[str, Any] = {
     "d_model": 512, "num_heads": 8, "d_ff": 2048, "num_encoder_layers": 1, "num_decoder_layers": 1,
@@ -65,9 +65,11 @@ def compare(backend: Any, op: str, *args: Any, where: np.ndarray | None = None, 
     try:
         worst = assert_close(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
         assert_no_systematic_error(got, want.value, tol=want.tol, backend=backend, op=op, what=what, where=where)
-    except AssertionError:  # name the convention the backend follows, if one explains it
+    except AssertionError as exc:  # name the convention the backend follows, if one explains it
         record.note_diagnosis(functools.partial(diagnosis.diagnose, op, args, kwargs, got, want,
                                                 dtype=backend.dtype, where=where))
+        if isinstance(exc, ToleranceExceeded):  # and what set the worst element's tolerance
+            record.note_tolerance(functools.partial(terms, op, args, kwargs, dtype=backend.dtype, index=exc.index))
         raise
     return worst
 
