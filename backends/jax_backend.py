@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping
 from functools import partial, wraps
 from typing import Any, TypeVar
@@ -83,6 +84,18 @@ def _import_jax() -> None:
         raise ValueError(f"unsupported: jax is not installed ({exc}); "
                          "pip install 'transformer-conformance[jax]'") from None
     jax, jnp, linen = _jax, _jnp, _linen
+    _persistent_cache(os.environ.get("CONFORMANCE_CACHE_DIR"))
+
+
+def _persistent_cache(folder: str | None) -> None:
+    """Keep XLA's compiled programs in ``folder``/jax (the gate's cache directory,
+    CONTRACT.md), every one however fast it compiled: the gate's workers, and later runs with
+    the same report directory, then compile each (shape, config) once. A cache the user set
+    (``JAX_COMPILATION_CACHE_DIR``) is left alone; without a folder nothing is cached."""
+    if not folder or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.join(folder, "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 # -- our params -> Flax variables (Flax kernels are (d_in, d_out) like ours) ----------------------

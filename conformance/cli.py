@@ -269,6 +269,8 @@ class Gate:
             command.append(f"--device={a.device}")
         if self.ops:
             command.append(f"--conformance-ops={','.join(self.ops)}")
+        if a.known_deviations is not None:
+            command.append(f"--conformance-known-deviations={a.known_deviations.resolve()}")
         return command + [str(p) for p in self.suites]
 
     # the run -------------------------------------------------------------------------------
@@ -282,7 +284,8 @@ class Gate:
                        "python_files = test_*.py\n", encoding="utf-8")
         self.command = command = self.pytest_command(results, ini)
         # the gate's state stays in its own directory, not the one it is run from (REPORT.md)
-        env = {"HYPOTHESIS_STORAGE_DIRECTORY": str(self.workdir / ".hypothesis"), **os.environ,
+        env = {"HYPOTHESIS_STORAGE_DIRECTORY": str(self.workdir / ".hypothesis"),
+               "CONFORMANCE_CACHE_DIR": str(self.workdir / ".cache"), **os.environ,
                "HYPOTHESIS_PROFILE": self.args.profile, "PYTHONUNBUFFERED": "1"}
         log_path = self.workdir / "pytest.log"
         print(f"conformance gate: running {len(self.suites)} suite(s), profile {self.args.profile}, "

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import Phase, settings
 
 from conformance import failing_cases, watchdog
 
@@ -71,6 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--conformance-timeout", type=float, default=0.0, metavar="SECONDS",
                     help="per-test timeout (0: none): past it, the process running the test dumps its "
                          "stacks to FILE.faults.<worker> and exits; the gate reports a timeout")
+    group.addoption("--conformance-known-deviations", default=None, metavar="FILE",
+                    help="the gate's known-deviations file: a Hypothesis test an entry covers stops at its "
+                         "first failure instead of shrinking it (the failure is accepted, its minimal form known)")
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -231,6 +235,40 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     finally:
         _guard.disarm()
+
+
+_covering: list[Any] | None = None
+
+
+def _covered(item: pytest.Item) -> bool:
+    """Whether an entry of --conformance-known-deviations covers a failure of this test."""
+    global _covering
+    path = item.config.getoption("conformance_known_deviations")
+    if not path:
+        return False
+    if _covering is None:
+        from conformance import deviations  # the gate loaded the same file: its errors are reported there
+
+        _covering = deviations.load(path)
+    target = _target_of(item)
+    return target is not None and any(d.covers(target, _op_of(item), item.nodeid.split("[", 1)[0]) for d in _covering)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A Hypothesis test that a known deviation covers runs without the shrink and explain
+    phases: its failure is accepted, and shrinking it is most of the time a failing test takes
+    (a compiled backend such as JAX compiles every shrunk shape anew)."""
+    test = getattr(item, "obj", None)
+    current = getattr(test, "_hypothesis_internal_use_settings", None)
+    if current is None or not _covered(item):
+        return (yield)
+    test._hypothesis_internal_use_settings = settings(
+        current, phases=[p for p in current.phases if p not in (Phase.shrink, Phase.explain)])
+    try:
+        return (yield)
+    finally:  # the function object is shared by the test's items on other targets
+        test._hypothesis_internal_use_settings = current
 
 
 class _Writer:
