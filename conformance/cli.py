@@ -454,7 +454,9 @@ class Gate:
                     lines = t.falsifying_example.splitlines()
                     cut = [f"... ({len(lines) - SHOWN_LINES} more lines in report.json / pytest.log)"] \
                         if len(lines) > SHOWN_LINES else []
-                    print("  shrunk example:\n    " + "\n    ".join(lines[:SHOWN_LINES] + cut))
+                    kind = "failing example (not shrunk: a known deviation covers the test)" if t.deviation \
+                        else "shrunk example"
+                    print(f"  {kind}:\n    " + "\n    ".join(lines[:SHOWN_LINES] + cut))
                 if t.inputs:
                     lines = t.inputs.splitlines()
                     cut = [f"... ({len(lines) - SHOWN_LINES} more calls in report.json)"] if len(lines) > SHOWN_LINES else []
