@@ -427,7 +427,7 @@ class Gate:
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / "report.json", out / "junit.xml", out / "report.md"]
         report.write_json(paths[0], document)
-        report.write_junit(paths[1], tests)
+        report.write_junit(paths[1], tests, missing=document["require"]["missing"])
         paths[2].write_text(report.markdown(document), encoding="utf-8")
         return paths
 

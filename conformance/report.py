@@ -487,12 +487,23 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def write_junit(path: Path, tests: Sequence[TestResult], *, name: str = "conformance") -> None:
+def write_junit(path: Path, tests: Sequence[TestResult], *, name: str = "conformance",
+                missing: Sequence[dict[str, Any]] = ()) -> None:
     """JUnit XML, one testcase per test and target, agreeing with the gate's verdict: a failure
-    covered by a known deviation is a ``skipped`` testcase whose message gives the reason."""
+    covered by a known deviation is a ``skipped`` testcase whose message gives the reason, and
+    each unmet ``--require`` (``missing``: op, target, status, and ``requirement``/``not_tested``
+    or ``cases``) is a failing testcase of its own, so that a CI system shows what failed."""
     suite = ET.Element("testsuite", name=name)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     total = 0.0
+    for m in missing:
+        case = ET.SubElement(suite, "testcase", classname="require",
+                             name=f"{m.get('requirement') or m['op']}[{m['target']}]", time="0")
+        what = (f"not tested with {', '.join(m['not_tested'])}" if m.get("not_tested")
+                else f"no output for {', '.join(m['cases'])}" if m.get("cases") else m["status"])
+        ET.SubElement(case, "failure", message=f"required but {m['status']}: {m['op']} on {m['target']} ({what})")
+        counts["tests"] += 1
+        counts["failures"] += 1
     for t in tests:
         module, _, function = t.nodeid.partition("::")
         case = ET.SubElement(suite, "testcase", classname=module.removesuffix(".py").replace("/", "."),

@@ -185,6 +185,9 @@ def test_require_fails_when_a_required_op_is_not_implemented(tmp_path, capsys):
     assert document["require"]["missing"] == [{"op": "embedding", "target": "no_embedding-float64",
                                                "status": "not implemented", "requirement": "embedding",
                                                "not_tested": []}]
+    failures = ET.parse(tmp_path / "b" / "junit.xml").getroot().findall(".//testcase/failure")
+    assert [f.get("message") for f in failures] == [
+        "required but not implemented: embedding on no_embedding-float64 (not implemented)"]
 
 
 @pytest.mark.parametrize("spec, libraries", [("torch-nn", {"torch"}), ("torch-sdpa", {"torch"}),

@@ -5,6 +5,7 @@ they are there for, at the dtypes where the hazard bites."""
 
 import json
 import shutil
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -75,6 +76,10 @@ def test_require_fails_when_a_required_case_has_no_output(golden_dir, outputs, c
     missing = {m["op"]: m["cases"] for m in document["require"]["missing"]}
     assert missing["layer_norm"] == [f"layer_norm-{i}" for i in range(1, n_cases(golden_dir, "layer_norm"))]
     assert "required but not implemented: layer_norm (no output for layer_norm-1, " in out
+    junit = ET.parse(tmp_path / "r" / "junit.xml").getroot().find("testsuite")  # a CI system shows it failed
+    messages = [f.get("message") for f in junit.findall("testcase/failure")]
+    assert any(m.startswith("required but not implemented: layer_norm on golden-") and "layer_norm-1" in m
+               for m in messages) and junit.get("failures") == str(len(missing))
     assert set(missing) == ({"layer_norm"} if require != "all" else set(golden.required_ops(["all"], golden.load_manifest(golden_dir))) - {"softmax"})
 
 

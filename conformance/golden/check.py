@@ -258,7 +258,7 @@ def console(outcome: Outcome, *, argv: list[str], environment: dict[str, Any], r
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         report.write_json(report_dir / "report.json", document)
-        report.write_junit(report_dir / "junit.xml", outcome.tests, name="golden")
+        report.write_junit(report_dir / "junit.xml", outcome.tests, name="golden", missing=outcome.missing())
         (report_dir / "report.md").write_text(report.markdown(document), encoding="utf-8")
     print(f"\n{outcome.summary()}")
     return document["summary"]["exit_code"]
