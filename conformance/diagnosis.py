@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
-import reference
 from conformance.record import Diagnosis
-from conformance.tolerances import MIN_COUNT, RMS_LIMIT, reference_value, rms_ratio
+from conformance.tolerances import MIN_COUNT, RMS_LIMIT, expected, reference_value, rms_ratio
 from reference import variants
 from reference.config import as_config
 from reference.precision import unit_roundoff
@@ -185,16 +184,19 @@ class _Case:
     def conforms(self, ids: tuple[str, ...], value: np.ndarray) -> bool:
         """Whether the backend's output is within the tolerance model of ``value``, the case's
         reference under the variants ``ids``: every element, and the root mean square of
-        err/tol; positions where both are NaN agree. The tolerance is the contract's, taken
-        as its row's largest (a variant may move values along the row: PE halves, heads),
-        plus, for a variant that changes rounding only, 4 times its own naive equations'
-        error at the dtype (a cancellation the contract's bound does not charge)."""
+        err/tol; positions where both are NaN agree. For a variant that changes rounding only
+        (``numerical``) the tolerance is the bound model's for the variant's own equations
+        (conformance/error_bounds.py charges e.g. the fast variance's cancellation), per
+        element; otherwise the contract's, taken as its row's largest (a structural variant
+        may move values along the row: PE halves, heads)."""
         where = self.compared & ~(np.isnan(self.actual) & np.isnan(value))
-        tol = np.broadcast_to(np.max(self.tol, axis=-1, keepdims=True), self.tol.shape) if self.tol.ndim else self.tol
+        tol = self.tol
         if all(CATALOGUE[i].numerical for i in ids):
             with variants.active(*ids), np.errstate(all="ignore"):
-                naive = np.asarray(getattr(reference, self.op)(*self.args, **self.kwargs, dtype=self.dtype), np.float64)
-            tol = tol + 4.0 * np.nan_to_num(np.abs(naive - value), nan=0.0, posinf=0.0)
+                tol = np.broadcast_to(expected(self.op, self.args, self.kwargs, dtype=self.dtype, value=value).tol,
+                                      value.shape)
+        elif tol.ndim:
+            tol = np.broadcast_to(np.max(tol, axis=-1, keepdims=True), tol.shape)
         with np.errstate(invalid="ignore", divide="ignore"):
             err = np.where(self.actual == value, 0.0, np.abs(self.actual - value))
             ratio = np.nan_to_num(np.where(err == 0, 0.0, err / tol), nan=np.inf)[where]

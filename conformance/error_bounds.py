@@ -37,6 +37,7 @@ import numpy as np
 from scipy import special
 
 import reference
+from reference import variants
 from reference.config import Config, as_config
 
 LAMBDA = 2.0
@@ -185,11 +186,26 @@ def layer_norm(x: Bounded, gamma: Array, beta: Array, eps: float, r: Rounding) -
         e_x = np.square(np.broadcast_to(x.e, x.v.shape))[..., :, None]
         e_hat = np.sqrt(np.square(A) @ e_x)[..., 0] / sigma
     e_mean = r.acc * acc(d) * np.mean(np.abs(x.v), axis=-1, keepdims=True) + r.store * np.abs(mean)
-    e_var = (r.acc * ((acc(d) + 1.0) * var + 2.0 * acc(d) * np.abs(mean) * np.mean(np.abs(c), axis=-1, keepdims=True))
-             + r.store * (var + eps))
+    if variants.on("layer-norm-fast-variance"):  # the diagnosis measures a variant with its own rounding
+        e_var = _fast_variance_error(x.v, mean, var, eps, e_mean, r)
+    else:
+        e_var = (r.acc * ((acc(d) + 1.0) * var + 2.0 * acc(d) * np.abs(mean) * np.mean(np.abs(c), axis=-1, keepdims=True))
+                 + r.store * (var + eps))
     e_hat = e_hat + e_mean / sigma + np.abs(x_hat) * (e_var / (2.0 * sigma**2) + r.store * (ROUNDINGS_PER_NORMALISATION + 1.0))
     scaled = Bounded(x_hat * gamma, e_hat * np.abs(gamma) + r.store * np.abs(x_hat * gamma))
     return add(scaled, exact(beta), r)
+
+
+def _fast_variance_error(x: Array, mean: Array, var: Array, eps: float, e_mean: Array, r: Rounding) -> Array:
+    """The rounding error of var = E[x^2] - E[x]^2 (variant ``layer-norm-fast-variance``): the
+    mean of the squares (u acc(d) E[x^2] accumulated, u E[x^2] stored), the squared mean
+    (2 |mean| e_mean, u mean^2), the subtraction and eps (u (var + eps)). Both terms are of
+    size E[x^2] = var + mean^2, so a row whose |mean| is large against its spread loses
+    mean^2 / var of its accuracy: the cancellation this formula is known for.
+    Shapes: x (..., d), mean, var (..., 1) -> (..., 1)."""
+    squares = np.mean(x * x, axis=-1, keepdims=True)
+    return (r.acc * (acc(x.shape[-1]) + 1.0) * squares + 2.0 * np.abs(mean) * e_mean
+            + r.store * (mean * mean + var + eps))
 
 
 def _scores(q: Bounded, k: Bounded, mask: Array | None, r: Rounding) -> Bounded:

@@ -34,18 +34,8 @@ def _diagnosed(report: dict, target: str, op: str) -> list[dict]:
     return [f for r in rows for f in r["failures"] if f["kind"] == "differential"]
 
 
-NOT_YET_NAMED = {
-    "layer-norm-fast-variance": "the bound model (conformance/error_bounds.py) charges no variant's own "
-                                "cancellation: the float32 fast variance's error against the float64 "
-                                "E[x^2] - E[x]^2 exceeds the contract's tolerance plus 4x the naive "
-                                "variant's error on the shrunk case; open on issue 14",
-}
-"""Variants whose mutant the diagnosis does not name yet (an expected failure, not strict)."""
-
-
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.xfail(reason=NOT_YET_NAMED[v]))
-                                     if v in NOT_YET_NAMED else v for v in conventions.BY_VARIANT])
+@pytest.mark.parametrize("variant", list(conventions.BY_VARIANT))
 def test_gate_names_the_variant_of_its_mutant(variant: str, gate_folder: Path) -> None:
     """Every failing differential test of the op is diagnosed as the mutant's variant (or as
     one giving the same values on that case), in report.json and the op's summary."""
