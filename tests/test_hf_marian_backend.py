@@ -227,3 +227,34 @@ def test_greedy_decode_stops_when_every_row_emitted_eos(marian64: hf_marian.HFMa
     src = rng.integers(0, 11, (B, S_SRC))
     tokens = marian64.greedy_decode(*to_native(marian64, [src, params]), CONFIG, 6, 1, 2)
     np.testing.assert_array_equal(tokens.numpy(), [[1, 2]] * B)
+
+
+# -- the upstream behaviours the known-deviations files name (evidence; a fix upstream fails these) --
+
+
+def test_decoder_layer_without_self_mask_is_causal_under_sdpa_only(marian64: hf_marian.HFMarianBackend,
+                                                                    rng: np.random.Generator) -> None:
+    """sdpa_attention_forward reads attention_mask=None of an is_causal module as causal; eager does not."""
+    params = ref.init_params(CONFIG, 6)["decoder"][0]
+    x, memory = rng.normal(size=(B, S_TGT, 8)), rng.normal(size=(B, S_SRC, 8))
+    out = marian64.decoder_layer(*to_native(marian64, [x, memory, params]), CONFIG)
+    causal = np.tril(np.ones((S_TGT, S_TGT), dtype=bool))
+    expected = ref.decoder_layer(x, memory, params, CONFIG, causal if marian64.attn_implementation == "sdpa" else None)
+    assert_matches_reference(out, expected, op="decoder_layer(self_mask=None)")
+
+
+def test_cached_generate_without_decoder_layers_stays_at_position_zero(marian64: hf_marian.HFMarianBackend) -> None:
+    """No decoder layer fills the cache, so MarianDecoder reads past_key_values_length 0 at every step:
+    the cached generate() disagrees with its own forward on the prefix (the gate's greedy property)."""
+    import torch
+
+    config = {**CONFIG, "num_encoder_layers": 0, "num_decoder_layers": 0, "src_vocab_size": 3, "tgt_vocab_size": 3,
+              "d_model": 2, "num_heads": 1}
+    params = ref.init_params(config, 0)
+    params["tgt_embedding"] = np.array([[0.92, 0.67], [-0.50, -0.89], [-0.44, 0.03]])
+    params["generator"] = {"w": np.array([[0.78, -1.02, 0.50], [-0.71, 0.80, 0.09]]), "b": np.array([0.04, 0.10, -0.01])}
+    n = to_native(marian64, {"params": params, "src": np.array([[0]])})
+    tokens = marian64.greedy_decode(n["src"], n["params"], config, 3, 1, 0)
+    with torch.no_grad():
+        logits = marian64.forward(n["src"], tokens[:, :-1], n["params"], config)
+    assert tokens.tolist() == [[1, 1, 1]] and logits.argmax(-1).tolist() == [[1, 0]]
