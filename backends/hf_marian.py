@@ -55,8 +55,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,6 +165,12 @@ def marian_config(config: Config, attn_implementation: str, positions: int = 64)
         decoder_start_token_id=0, attn_implementation=attn_implementation)
 
 
+def module_config(d_model: int, num_heads: int = 1, d_ff: int = 1, activation: str = "relu") -> dict[str, Any]:
+    """A contract config for one module (no stacks): what MarianAttention and a layer read."""
+    return {"d_model": d_model, "num_heads": num_heads, "d_ff": d_ff, "num_encoder_layers": 0,
+            "num_decoder_layers": 0, "src_vocab_size": 1, "tgt_vocab_size": 1, "activation": activation}
+
+
 def structure(config: Config) -> tuple[tuple[str, Any], ...]:
     """The config keys that shape a module (a cache key)."""
     return tuple(sorted(with_defaults(config).items()))
@@ -181,18 +186,6 @@ def check_eps(module: nn.Module, config: Config) -> None:
 
 
 # -- the backends ----------------------------------------------------------------------------------
-
-
-Op = TypeVar("Op", bound=Callable[..., Any])
-
-
-def _no_grad(method: Op) -> Op:
-    @wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad():
-            return method(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 class HFMarianBackend:
@@ -251,7 +244,7 @@ class HFMarianBackend:
 
     # -- elementary ops -----------------------------------------------------------------------------
 
-    @_no_grad
+    @torch.no_grad()
     def softmax(self, x: Tensor, axis: int = -1) -> Tensor:
         """``nn.functional.softmax`` as ``eager_attention_forward`` calls it.
 
@@ -259,7 +252,7 @@ class HFMarianBackend:
         """
         return nn.functional.softmax(x, dim=axis)
 
-    @_no_grad
+    @torch.no_grad()
     def positional_encoding(self, seq_len: int, d_model: int) -> Tensor:
         """Rows 0..seq_len-1 of ``MarianSinusoidalPositionalEmbedding``'s table.
 
@@ -269,7 +262,7 @@ class HFMarianBackend:
         table = self._module(("positions", positions, d_model), lambda: _positional_table(positions, d_model))
         return table((1, seq_len))
 
-    @_no_grad
+    @torch.no_grad()
     def embedding(self, ids: Tensor, table: Tensor) -> Tensor:
         """``nn.Embedding(V, d)`` holding ``table``, as Marian's ``embed_tokens``.
 
@@ -278,7 +271,7 @@ class HFMarianBackend:
         module = self._module(("embedding", *table.shape), lambda: nn.Embedding(*table.shape))
         return loaded(module, {"weight": table})(ids)
 
-    @_no_grad
+    @torch.no_grad()
     def layer_norm(self, x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
         """``nn.LayerNorm(d, eps)``, the module Marian's layers normalise with.
 
@@ -288,16 +281,14 @@ class HFMarianBackend:
         norm = self._module(("layer_norm", d, eps), lambda: nn.LayerNorm(d, eps=eps))
         return loaded(norm, norm_state({"gamma": gamma, "beta": beta}))(x)
 
-    @_no_grad
+    @torch.no_grad()
     def feed_forward(self, x: Tensor, p: Params, activation: str = "relu") -> Tensor:
         """``fc2(activation_fn(fc1(x)))`` of a ``MarianEncoderLayer``, as its forward runs them.
 
         Shapes: (..., d_model) -> (..., d_ff) -> (..., d_model).
         """
         d_model, d_ff = p["w_1"].shape
-        config = {"d_model": d_model, "num_heads": 1, "d_ff": d_ff, "num_encoder_layers": 1, "num_decoder_layers": 0,
-                  "src_vocab_size": 1, "tgt_vocab_size": 1, "activation": activation}
-        layer = self._encoder_layer(config)
+        layer = self._encoder_layer(module_config(d_model, d_ff=d_ff, activation=activation))
         fc1 = loaded(layer.fc1, linear_state(p["w_1"], p["b_1"]))
         fc2 = loaded(layer.fc2, linear_state(p["w_2"], p["b_2"]))
         return fc2(layer.activation_fn(fc1(x)))
@@ -317,8 +308,7 @@ class HFMarianBackend:
         n = q4.shape[0]
         flat_mask = None if mask is None else torch.broadcast_to(mask, (*lead, s_q, s_k)).reshape(n, s_q, s_k)
         module = self._module(("attention", d_k), lambda: marian.MarianAttention(
-            d_k, 1, config=self._config({"d_model": d_k, "num_heads": 1, "d_ff": 1, "num_encoder_layers": 0,
-                                         "num_decoder_layers": 0, "src_vocab_size": 1, "tgt_vocab_size": 1})))
+            d_k, 1, config=self._config(module_config(d_k))))
         interface = marian.ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation,
                                                                  marian.eager_attention_forward)
         out, weights = interface(module, q4, k4, v4, self._mask(flat_mask, n, s_q, s_k), dropout=0.0,
@@ -326,7 +316,7 @@ class HFMarianBackend:
         out = out.reshape(*lead, s_q, v.shape[-1])
         return out, None if weights is None else weights.reshape(*lead, s_q, s_k)
 
-    @_no_grad
+    @torch.no_grad()
     def attention_weights(self, q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
         """The weights ``eager_attention_forward`` returns.
 
@@ -334,7 +324,7 @@ class HFMarianBackend:
         """
         return self._attend(q, k, k, mask)[1]
 
-    @_no_grad
+    @torch.no_grad()
     def attention(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """The output of the attention function.
 
@@ -342,7 +332,7 @@ class HFMarianBackend:
         """
         return self._attend(q, k, v, mask)[0]
 
-    @_no_grad
+    @torch.no_grad()
     def multi_head_attention(
         self, x_q: Tensor, x_kv: Tensor, p: Params, num_heads: int, mask: Tensor | None = None
     ) -> Tensor:
@@ -354,10 +344,8 @@ class HFMarianBackend:
         d_model = x_q.shape[-1]
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
-        config = {"d_model": d_model, "num_heads": num_heads, "d_ff": 1, "num_encoder_layers": 0,
-                  "num_decoder_layers": 0, "src_vocab_size": 1, "tgt_vocab_size": 1}
         attn = self._module(("mha", d_model, num_heads), lambda: marian.MarianAttention(
-            d_model, num_heads, config=self._config(config)))
+            d_model, num_heads, config=self._config(module_config(d_model, num_heads))))
         attn = loaded(attn, attention_state(p))
         same = x_q.shape == x_kv.shape and torch.equal(x_q, x_kv)
         out, _ = attn(x_q, key_value_states=None if same else x_kv,
@@ -369,7 +357,7 @@ class HFMarianBackend:
     def _encoder_layer(self, config: Config) -> Any:
         return self._module(("encoder_layer", structure(config)), lambda: marian.MarianEncoderLayer(self._config(config)))
 
-    @_no_grad
+    @torch.no_grad()
     def encoder_layer(self, x: Tensor, p: Params, config: Config, mask: Tensor | None = None) -> Tensor:
         """``MarianEncoderLayer`` holding ``p``.
 
@@ -379,7 +367,7 @@ class HFMarianBackend:
         check_eps(layer, config)
         return layer(x, attention_mask=self._mask(mask, x.shape[0], x.shape[-2], x.shape[-2]))
 
-    @_no_grad
+    @torch.no_grad()
     def decoder_layer(
         self,
         y: Tensor,
@@ -414,7 +402,7 @@ class HFMarianBackend:
         tables = {k: v for k, v in model.state_dict().items() if "embed_positions" in k}
         return loaded(model, {**mt_model_state(params), **tables})
 
-    @_no_grad
+    @torch.no_grad()
     def encode(self, src_ids: Tensor, params: Params, config: Config, src_mask: Tensor | None = None) -> Tensor:
         """``model.encoder(input_ids, attention_mask=src_mask).last_hidden_state``.
 
@@ -423,7 +411,7 @@ class HFMarianBackend:
         encoder = self._model(params, config, src_ids.shape[-1]).model.encoder
         return encoder(input_ids=src_ids, attention_mask=src_mask).last_hidden_state
 
-    @_no_grad
+    @torch.no_grad()
     def decode(
         self,
         tgt_ids: Tensor,
@@ -442,7 +430,7 @@ class HFMarianBackend:
         return decoder(input_ids=tgt_ids, attention_mask=tgt_mask, encoder_hidden_states=memory,
                        encoder_attention_mask=src_mask, use_cache=False).last_hidden_state
 
-    @_no_grad
+    @torch.no_grad()
     def forward(
         self,
         src_ids: Tensor,
@@ -460,7 +448,7 @@ class HFMarianBackend:
         return model(input_ids=src_ids, attention_mask=src_mask, decoder_input_ids=tgt_ids,
                      decoder_attention_mask=tgt_mask, use_cache=False).logits
 
-    @_no_grad
+    @torch.no_grad()
     def greedy_decode(
         self,
         src_ids: Tensor,
