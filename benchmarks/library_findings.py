@@ -99,7 +99,8 @@ def render(reports: dict[str, dict[str, Any] | None], dtypes: list[str]) -> str:
         lines += ["| backend | dtype | op / test | reason | reference |", "|---|---|---|---|---|"]
         for backend, d in applied:
             what = d.get("op") or d.get("test")
-            lines.append(f"| {backend} | {d['dtype']} | `{what}` | {d['reason']} | {d.get('reference', '')} |")
+            reason = d["reason"].replace("|", "\\|")  # "[sin | cos]" must not split the cell
+            lines.append(f"| {backend} | {d['dtype']} | `{what}` | {reason} | {d.get('reference', '')} |")
     return "\n".join(lines)
 
 
