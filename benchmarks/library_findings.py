@@ -3,7 +3,7 @@ ops x dtypes x verdict table of README.md from the gate's own report.json.
 
     python benchmarks/library_findings.py                 # run the gates, rewrite the table
     python benchmarks/library_findings.py --from-reports  # re-render from the last reports
-    tox -e torch-nn,torch-sdpa,jax && python benchmarks/library_findings.py --from-reports
+    tox -e torch-nn,torch-sdpa,jax,hf-marian && python benchmarks/library_findings.py --from-reports
 
 Each backend runs as ``python -m conformance run --backend B --dtype ... --profile ci
 --report-dir reports/B --known-deviations conformance/known_deviations/B.toml``
@@ -26,9 +26,9 @@ from typing import Any
 from backends.contract import OPS
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("torch-nn", "torch-nn-slowpath", "torch-sdpa", "jax")
+BACKENDS = ("torch-nn", "torch-nn-slowpath", "torch-sdpa", "jax", "hf-marian", "hf-marian-sdpa")
 DTYPES = ("float64", "float32", "bfloat16")
-LIBRARIES = ("torch", "jax", "jaxlib", "flax")
+LIBRARIES = ("torch", "jax", "jaxlib", "flax", "transformers")
 BEGIN, END = "<!-- library-findings:begin -->", "<!-- library-findings:end -->"
 CELL = {"pass": "pass", "known deviation": "**deviation**", "fail": "**FAIL**", "crashed": "**CRASH**",
         "timeout": "**TIMEOUT**", "not implemented": "n/i", "unsupported": "unsupported", "skipped": "skipped",
@@ -99,7 +99,8 @@ def render(reports: dict[str, dict[str, Any] | None], dtypes: list[str]) -> str:
         lines += ["| backend | dtype | op / test | reason | reference |", "|---|---|---|---|---|"]
         for backend, d in applied:
             what = d.get("op") or d.get("test")
-            lines.append(f"| {backend} | {d['dtype']} | `{what}` | {d['reason']} | {d.get('reference', '')} |")
+            reason = d["reason"].replace("|", "\\|")  # "[sin | cos]" must not split the cell
+            lines.append(f"| {backend} | {d['dtype']} | `{what}` | {reason} | {d.get('reference', '')} |")
     return "\n".join(lines)
 
 
