@@ -71,8 +71,7 @@ class Graph:
         elem = self.elem_type if elem_type is None else elem_type
         graph = helper.make_graph(self.nodes, "contract_op", self.inputs,
                                   [helper.make_tensor_value_info(output, elem, None)], self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="transformer-conformance")
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
         model.ir_version = 10
         return model
 

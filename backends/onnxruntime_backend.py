@@ -40,6 +40,8 @@ onnx and onnxruntime are the optional extra ``onnxruntime``; the factory raises 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -57,6 +59,8 @@ Params = Mapping[str, Any]
 Config = Mapping[str, Any]
 
 _NUMPY_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
+RESIDUAL_OPS = ("encoder_layer", "decoder_layer", "encode", "decode", "forward", "greedy_decode")
+"""The ops with a residual Add before a LayerNormalization: SkipLayerNormalization when fused."""
 GELU_OPS = ("feed_forward", "encoder_layer", "decoder_layer", "encode", "decode", "forward", "greedy_decode")
 """The ops whose ``activation`` may be gelu (conformance/features.py)."""
 CACHE_SIZE = 256
@@ -97,16 +101,31 @@ def session(model: Any) -> Any:
         raise NotImplementedError(f"onnxruntime {ort.__version__} CPU: {exc}") from None
 
 
-def missing_kernel(op_type: str, elem_type: int, **attributes: Any) -> str | None:
-    """Why ORT's CPU provider cannot run ``op_type`` on tensors of ``elem_type`` (None if it can)."""
+def missing_kernel(op_type: str, elem_type: int, arity: int = 1, domain: str = "", **attributes: Any) -> str | None:
+    """Why ORT's CPU provider cannot run ``op_type`` (``arity`` inputs) on tensors of
+    ``elem_type``: no kernel, or a type its schema does not allow; None if it can."""
     g = graph.Graph(elem_type)
-    x = g.input("x", np.zeros((2, 2), dtype=onnx.helper.tensor_dtype_to_np_dtype(elem_type)), concrete=True)
-    inputs = (x, x) if op_type == "MatMul" else (x,)
+    x = g.input("x", np.zeros(2, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem_type)), concrete=True)
+    g.nodes.append(onnx.helper.make_node(op_type, [x] * arity, ["y"], domain=domain, **attributes))
+    model = g.model("y")
+    if domain:
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
     try:
-        session(g.model(g.op(op_type, *inputs, **attributes)))
+        typed_session(model)
     except NotImplementedError as exc:
         return str(exc)
     return None
+
+
+def typed_session(model: Any) -> Any:
+    """``session(model)``, where a node's type that its schema does not allow (a fused
+    operator without that type) is NotImplementedError too."""
+    try:
+        return session(model)
+    except ort.capi.onnxruntime_pybind11_state.InvalidGraph as exc:
+        if "Type Error" not in str(exc):
+            raise
+        raise NotImplementedError(f"onnxruntime {ort.__version__} CPU: {exc}") from None
 
 
 class OnnxRuntimeBackend:
@@ -121,7 +140,7 @@ class OnnxRuntimeBackend:
         if device != "cpu":
             raise ValueError(f"device {device!r} is unsupported: the adapter runs ORT's CPUExecutionProvider")
         if dtype == "bfloat16":
-            why = missing_kernel("MatMul", TensorProto.BFLOAT16)
+            why = missing_kernel("MatMul", TensorProto.BFLOAT16, arity=2)
             raise ValueError(f"dtype 'bfloat16' is unsupported: {why or 'NumPy has no bfloat16 input for ORT'}")
         if dtype not in _NUMPY_DTYPES:
             raise ValueError(f"dtype {dtype!r} is unsupported; expected one of {sorted(_NUMPY_DTYPES)}")
@@ -130,10 +149,16 @@ class OnnxRuntimeBackend:
         self.elem_type = {"float64": TensorProto.DOUBLE, "float32": TensorProto.FLOAT,
                           "float16": TensorProto.FLOAT16}[dtype]
         self.angle_type = TensorProto.DOUBLE if dtype == "float64" else TensorProto.FLOAT
-        no_gelu = missing_kernel("Gelu", self.elem_type, approximate="none")
-        self.unsupported = {op: {"activation": ["relu"]} for op in GELU_OPS} if no_gelu else {}
+        self.unsupported = self.missing()
         self.supports = supports_from(self.unsupported)
         self._sessions: OrderedDict[Any, tuple[Any, dict[str, int]]] = OrderedDict()
+
+    def missing(self) -> dict[str, Any]:
+        """What ORT's CPU provider lacks at this dtype, as a ``supports_from`` table: gelu
+        where it has no ``Gelu`` kernel (float64: Gelu-20 expands to Erf, which has none)."""
+        if missing_kernel("Gelu", self.elem_type, approximate="none"):
+            return {op: {"activation": ["relu"]} for op in GELU_OPS}
+        return {}
 
     # -- conversion -------------------------------------------------------------------------
 
@@ -173,7 +198,8 @@ class OnnxRuntimeBackend:
                 self._sessions.popitem(last=False)
         self._sessions.move_to_end(key)
         ort_session, _ = self._sessions[key]
-        return ort_session.run(None, {**data_feeds, **param_feeds})[0]
+        feeds = {**data_feeds, **param_feeds}  # the optimizer drops inputs the output does not use
+        return ort_session.run(None, {i.name: feeds[i.name] for i in ort_session.get_inputs()})[0]
 
     def _prepare(self, model: Any, num_heads: int, d_model: int) -> tuple[Any, dict[str, int]]:
         """The session for ``model``, and the fused operators the optimizer made (none here)."""
@@ -321,14 +347,28 @@ class FusedOnnxRuntimeBackend(OnnxRuntimeBackend):
     name = "onnxruntime-fused"
     fused = True
 
+    def missing(self) -> dict[str, Any]:
+        """The plain variant's gaps, and every op with a residual before a norm where the fused
+        ``SkipLayerNormalization`` lacks the dtype (float64: its schema allows float and
+        float16 only)."""
+        table = super().missing()
+        if missing_kernel("SkipLayerNormalization", self.elem_type, arity=3, domain="com.microsoft"):
+            table.update({op: False for op in RESIDUAL_OPS})
+        return table
+
     def _prepare(self, model: Any, num_heads: int, d_model: int) -> tuple[Any, dict[str, int]]:
-        """``optimize_model(model, "bert", num_heads, hidden_size)``, then the session; the
-        optimizer's count of the fused operators it made."""
+        """``optimize_model(path, "bert", num_heads, hidden_size)``, then the session; the
+        optimizer's count of the fused operators it made. The model goes in as a file, as users
+        pass it (given a ModelProto without initializers, optimize_model 1.31.1 fails in
+        ``extract_raw_data_from_model``: ``zip(*[])`` unpacked into two names)."""
         from onnxruntime.transformers.optimizer import optimize_model
 
-        optimized = optimize_model(model, model_type="bert", num_heads=num_heads, hidden_size=d_model)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "model.onnx")
+            onnx.save(model, path)
+            optimized = optimize_model(path, model_type="bert", num_heads=num_heads, hidden_size=d_model)
         fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
-        return session(optimized.model), fused
+        return typed_session(optimized.model), fused
 
 
 def _config(config: Config) -> Any:

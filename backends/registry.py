@@ -26,6 +26,8 @@ BUILTINS: dict[str, str] = {
     "torch-nn": "backends.torch_nn:factory",
     "torch-nn-slowpath": "backends.torch_nn:slowpath_factory",
     "jax": "backends.jax_backend:factory",
+    "onnxruntime": "backends.onnxruntime_backend:factory",
+    "onnxruntime-fused": "backends.onnxruntime_backend:fused_factory",
 }
 
 #: The distributions whose code each built-in backend runs; the gate reports their versions.
@@ -37,6 +39,8 @@ BUILTIN_LIBRARIES: dict[str, tuple[str, ...]] = {
     "torch-nn": ("torch",),
     "torch-nn-slowpath": ("torch",),
     "jax": ("jax", "jaxlib", "flax"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "onnxruntime-fused": ("onnxruntime", "onnx"),
 }
 
 
