@@ -20,7 +20,10 @@ computed by ONNX Runtime's kernels.
 ``onnxruntime-fused`` passes every graph through ``onnxruntime.transformers.optimizer.
 optimize_model(model_type="bert", num_heads, hidden_size)``, as users do before deploying a
 transformer, so that ORT's own fusions (SkipLayerNormalization, Attention, BiasGelu, ...) run
-where they match; ``fusions(op)`` reports which ones fired.
+where they match; ``fusions()`` counts the fused operators of the cached sessions. On these
+graphs only SkipLayerNormalization fires (residual Add + LayerNormalization, both pre- and
+post-LN); the bert Attention fusion does not match them (it looks for the exporters' mask
+patterns and anchors).
 
 Choices:
 - Sessions are cached per (op, its non-array arguments, dtype, parameter shapes, ranks of the
