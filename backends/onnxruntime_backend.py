@@ -135,7 +135,6 @@ class OnnxRuntimeBackend:
     """The contract's ops as ONNX graphs run by ONNX Runtime (CPU), on NumPy arrays of one dtype."""
 
     name = "onnxruntime"
-    fused = False
 
     def __init__(self, *, dtype: str = "float32", device: str = "cpu") -> None:
         _import_ort()
@@ -348,7 +347,6 @@ class FusedOnnxRuntimeBackend(OnnxRuntimeBackend):
     """The same graphs after ``onnxruntime.transformers.optimizer.optimize_model`` (bert)."""
 
     name = "onnxruntime-fused"
-    fused = True
 
     def missing(self) -> dict[str, Any]:
         """The plain variant's gaps, and every op with a residual before a norm where the fused
