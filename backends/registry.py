@@ -28,6 +28,8 @@ BUILTINS: dict[str, str] = {
     "jax": "backends.jax_backend:factory",
     "hf-marian": "backends.hf_marian:factory",
     "hf-marian-sdpa": "backends.hf_marian:sdpa_factory",
+    "onnxruntime": "backends.onnxruntime_backend:factory",
+    "onnxruntime-fused": "backends.onnxruntime_backend:fused_factory",
 }
 
 #: The distributions whose code each built-in backend runs; the gate reports their versions.
@@ -41,6 +43,8 @@ BUILTIN_LIBRARIES: dict[str, tuple[str, ...]] = {
     "jax": ("jax", "jaxlib", "flax"),
     "hf-marian": ("transformers", "torch"),
     "hf-marian-sdpa": ("transformers", "torch"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "onnxruntime-fused": ("onnxruntime", "onnx"),
 }
 
 

@@ -26,9 +26,13 @@ from typing import Any
 from backends.contract import OPS
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("torch-nn", "torch-nn-slowpath", "torch-sdpa", "jax", "hf-marian", "hf-marian-sdpa")
+BACKENDS = ("torch-nn", "torch-nn-slowpath", "torch-sdpa", "jax", "hf-marian", "hf-marian-sdpa", "onnxruntime",
+            "onnxruntime-fused")
 DTYPES = ("float64", "float32", "bfloat16")
-LIBRARIES = ("torch", "jax", "jaxlib", "flax", "transformers")
+BACKEND_DTYPES = {"onnxruntime": ("float64", "float32", "float16", "bfloat16"),
+                  "onnxruntime-fused": ("float64", "float32", "float16", "bfloat16")}
+"""Backends gated at other dtypes than ``--dtypes`` (ORT's CPU provider runs float16, not bfloat16)."""
+LIBRARIES = ("torch", "jax", "jaxlib", "flax", "transformers", "onnxruntime", "onnx")
 BEGIN, END = "<!-- library-findings:begin -->", "<!-- library-findings:end -->"
 CELL = {"pass": "pass", "known deviation": "**deviation**", "fail": "**FAIL**", "crashed": "**CRASH**",
         "timeout": "**TIMEOUT**", "not implemented": "n/i", "unsupported": "unsupported", "skipped": "skipped",
@@ -72,7 +76,7 @@ def versions(reports: dict[str, dict[str, Any] | None]) -> str:
 
 def render(reports: dict[str, dict[str, Any] | None], dtypes: list[str]) -> str:
     """The markdown table (ops x backend/dtype) and the list of deviations, from the reports."""
-    columns = [(b, d) for b in reports for d in dtypes]
+    columns = [(b, d) for b in reports for d in BACKEND_DTYPES.get(b, dtypes)]
     status: dict[tuple[str, str, str], str] = {}
     verdicts, applied = {}, []
     for backend, report in reports.items():
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     for backend in backends:
         report_dir = args.out_dir / backend
         if not args.from_reports:
-            code = run_gate(backend, dtypes, args.profile, args.workers, report_dir, args.timeout)
+            backend_dtypes = list(BACKEND_DTYPES.get(backend, dtypes))
+            code = run_gate(backend, backend_dtypes, args.profile, args.workers, report_dir, args.timeout)
             if code == 2:
                 print(f"{backend}: the gate could not run (exit 2); see {report_dir}", file=sys.stderr)
         reports[backend] = load_report(report_dir)

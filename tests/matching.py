@@ -27,3 +27,25 @@ def assert_matches_reference(actual: Any, expected: np.ndarray, *, op: str, wher
     if where is not None:
         got, expected = got[where], expected[where]
     np.testing.assert_allclose(got, expected, **FLOAT64_TOLERANCE, err_msg=f"[{op}]")
+
+
+def assert_within_tolerance(actual: Any, op: str, args: list, kwargs: dict | None = None, *, dtype: str,
+                            where: np.ndarray | None = None) -> None:
+    """``assert |actual - reference| <= tol`` element by element, where the reference and tol
+    are the tolerance model's for a backend at ``dtype`` (conformance/tolerances.py); ``args``
+    and ``kwargs`` already rounded to ``dtype`` (``rounded_inputs``). Names the op, the worst
+    element and how many failed."""
+    __tracebackhide__ = True
+    from conformance.tolerances import expected
+
+    want = expected(op, args, kwargs, dtype=dtype)
+    got = np.asarray(on_host(actual), dtype=np.float64)
+    assert got.shape == want.value.shape, f"{op}: shape {got.shape}, but should be {want.value.shape}"
+    err, tol = np.abs(got - want.value), want.tol
+    if where is not None:  # a mask over the leading axes, as in assert_matches_reference
+        err, tol = err[where], tol[where]
+    bad = ~(err <= tol)  # NaN fails
+    if bad.any():
+        i = int(np.argmax(np.where(bad, err / np.maximum(tol, np.finfo(float).tiny), 0)))
+        raise AssertionError(f"[{op} at {dtype}] {int(bad.sum())} of {bad.size} elements exceed their tolerance; "
+                             f"worst: err {err.flat[i]:.3g} vs tol {tol.flat[i]:.3g}")
