@@ -454,8 +454,8 @@ class Gate:
                     lines = t.falsifying_example.splitlines()
                     cut = [f"... ({len(lines) - SHOWN_LINES} more lines in report.json / pytest.log)"] \
                         if len(lines) > SHOWN_LINES else []
-                    kind = "failing example (not shrunk: a known deviation covers the test)" if t.deviation \
-                        else "shrunk example"
+                    kind = "failing example (not shrunk: a known deviation covers the test)" \
+                        if t.deviation is not None and t.deviation.variant is None else "shrunk example"
                     print(f"  {kind}:\n    " + "\n    ".join(lines[:SHOWN_LINES] + cut))
                 if t.inputs:
                     lines = t.inputs.splitlines()

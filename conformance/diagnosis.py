@@ -119,6 +119,11 @@ def describe(found: Sequence[str], alike: Sequence[str] = (), tried: int = 0) ->
     return f"conforms under variant{'s' if len(found) > 1 else ''} {names}{same}"
 
 
+def _row_max(tol: np.ndarray) -> np.ndarray:
+    """Each element's tolerance replaced by its row's (last axis) largest."""
+    return np.broadcast_to(np.max(tol, axis=-1, keepdims=True), tol.shape) if tol.ndim else tol
+
+
 def relevant(v: Variant, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
     """False when the case's config makes ``v`` a no-op (saves evaluating a model-level op
     for nothing): GELU variants under ReLU, embedding-scale variants against the config's
@@ -188,19 +193,30 @@ class _Case:
         (``numerical``) the tolerance is the bound model's for the variant's own equations
         (conformance/error_bounds.py charges e.g. the fast variance's cancellation), per
         element; otherwise the contract's, taken as its row's largest (a structural variant
-        may move values along the row: PE halves, heads)."""
+        may move values along the row: PE halves, heads), and at least the row's largest of
+        the same case without its masks (``unmasked_tol``): a masking convention reduces over
+        at most every key, so that bound covers its rounding where the contract's is 0 (a
+        fully masked row is exactly b_o by the contract; averaged values under finfo.min)."""
         where = self.compared & ~(np.isnan(self.actual) & np.isnan(value))
-        tol = self.tol
         if all(CATALOGUE[i].numerical for i in ids):
             with variants.active(*ids), np.errstate(all="ignore"):
                 tol = np.broadcast_to(expected(self.op, self.args, self.kwargs, dtype=self.dtype, value=value).tol,
                                       value.shape)
-        elif tol.ndim:
-            tol = np.broadcast_to(np.max(tol, axis=-1, keepdims=True), tol.shape)
+        else:
+            tol = np.maximum(_row_max(self.tol), _row_max(self.unmasked_tol()))
         with np.errstate(invalid="ignore", divide="ignore"):
             err = np.where(self.actual == value, 0.0, np.abs(self.actual - value))
             ratio = np.nan_to_num(np.where(err == 0, 0.0, err / tol), nan=np.inf)[where]
         return bool(np.all(ratio <= 1.0)) and (ratio.size < MIN_COUNT or rms_ratio(ratio) <= RMS_LIMIT)
+
+    def unmasked_tol(self) -> np.ndarray:
+        """The contract's tolerance of the case with every mask argument dropped (0 without masks)."""
+        if not hasattr(self, "_unmasked"):
+            masks = [k for k, v in self.kwargs.items() if k.endswith("mask") and v is not None]
+            self._unmasked = np.zeros_like(self.tol) if not masks else np.broadcast_to(
+                expected(self.op, self.args, {**self.kwargs, **dict.fromkeys(masks)}, dtype=self.dtype).tol,
+                self.tol.shape)
+        return self._unmasked
 
     def same(self, a: np.ndarray, b: np.ndarray) -> bool:
         """``a`` and ``b`` agree bit for bit at the compared positions (NaN agreeing with NaN)."""
