@@ -4,7 +4,7 @@ the contract leaves unspecified, not compared), on both the fast and the slow pa
 
 Also: the parameter and mask mappings on their own, that the fast path really is taken (and
 the slow-path variant really avoids it), and the factories' refusals. What the modules do on
-edge cases is the gate's business (README.md, "What the suite finds in torch 2.13 and Flax").
+edge cases is the gate's business (README.md, "What the suite finds in the libraries people deploy").
 """
 
 from __future__ import annotations
