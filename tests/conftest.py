@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
 import pytest
 
 from conformance import golden
@@ -13,3 +16,9 @@ def golden_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("golden")
     golden.export(directory)
     return directory
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    """A generator seeded by the test's name: each test its own repeatable numbers."""
+    return np.random.default_rng(zlib.crc32(request.node.name.encode()))

@@ -11,7 +11,6 @@ optional extra ``hf``).
 from __future__ import annotations
 
 import sys
-import zlib
 from typing import Any
 
 import numpy as np
@@ -44,11 +43,6 @@ def eager64(marian64: hf_marian.HFMarianBackend) -> hf_marian.HFMarianBackend:
     if marian64.attn_implementation != "eager":
         pytest.skip("sdpa declares softmax and attention_weights unsupported")
     return marian64
-
-
-@pytest.fixture
-def rng(request: pytest.FixtureRequest) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 def model_config(activation: str, scale_embedding: bool) -> dict:

@@ -10,7 +10,6 @@ shapes here are few and repeated.
 from __future__ import annotations
 
 import sys
-import zlib
 from typing import Any
 
 import numpy as np
@@ -34,11 +33,6 @@ def jax64() -> jax_backend.JaxBackend:
     pytest.importorskip("jax", reason="jax is not installed (optional extra 'jax')")
     pytest.importorskip("flax", reason="flax is not installed (optional extra 'jax')")
     return jax_backend.factory(dtype="float64")
-
-
-@pytest.fixture
-def rng(request: pytest.FixtureRequest) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool) -> dict:

@@ -11,7 +11,6 @@ optional extra ``onnxruntime``).
 from __future__ import annotations
 
 import sys
-import zlib
 from typing import Any
 
 import numpy as np
@@ -40,11 +39,6 @@ def ort_backend(request: pytest.FixtureRequest) -> ob.OnnxRuntimeBackend:
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (optional extra 'onnxruntime')")
     name, dtype = request.param
     return getattr(ob, FACTORIES[name])(dtype=dtype)
-
-
-@pytest.fixture
-def rng(request: pytest.FixtureRequest) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool) -> dict:

@@ -4,7 +4,6 @@ the conversions, and a smoke run of every op at float32, float16 and bfloat16.""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -61,11 +60,6 @@ def torch64() -> TorchBackend:
     """The backend under test at float64 (not named ``backend``: the suite's plugin
     parametrizes that fixture name over every registered backend)."""
     return factory(dtype="float64")
-
-
-@pytest.fixture
-def rng(request: pytest.FixtureRequest) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 # -- elementary ops ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ edge cases is the gate's business (README.md, "What the suite finds in the libra
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -51,11 +50,6 @@ def nn64(request: pytest.FixtureRequest) -> TorchNNBackend:
     """Each torch.nn backend at float64 (not named ``backend``: the suite's plugin
     parametrizes that name over the registered targets)."""
     return FACTORIES[request.param](dtype="float64")
-
-
-@pytest.fixture
-def rng(request: pytest.FixtureRequest) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 def model_config(norm_first: bool, final_norm: bool, activation: str, scale_embedding: bool, **extra: Any) -> dict:

@@ -4,7 +4,6 @@ declines ``attention_weights``; CUDA is refused without a GPU."""
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
@@ -28,11 +27,6 @@ B, S_SRC, S_TGT = 3, 5, 4
 def sdpa64() -> TorchSDPABackend:
     """The backend at float64 (not named ``backend``: the plugin parametrizes that name)."""
     return factory(dtype="float64")
-
-
-@pytest.fixture
-def rng(request: pytest.FixtureRequest) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 @pytest.fixture
