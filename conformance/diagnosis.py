@@ -27,6 +27,7 @@ turns the diagnosis off (for timing it).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -205,20 +206,20 @@ class _Case:
                 tol = np.broadcast_to(expected(self.op, self.args, self.kwargs, dtype=self.dtype, value=value).tol,
                                       value.shape)
         else:
-            tol = np.maximum(_row_max(self.tol), _row_max(self.unmasked_tol()))
+            tol = np.maximum(_row_max(self.tol), _row_max(self.unmasked_tol))
         with np.errstate(invalid="ignore", divide="ignore"):
             err = np.where(self.actual == value, 0.0, np.abs(self.actual - value))
             ratio = np.nan_to_num(np.where(err == 0, 0.0, err / tol), nan=np.inf)[where]
         return bool(np.all(ratio <= 1.0)) and (ratio.size < MIN_COUNT or rms_ratio(ratio) <= RMS_LIMIT)
 
+    @functools.cached_property
     def unmasked_tol(self) -> np.ndarray:
         """The contract's tolerance of the case with every mask argument dropped (0 without masks)."""
-        if not hasattr(self, "_unmasked"):
-            masks = [k for k, v in self.kwargs.items() if k.endswith("mask") and v is not None]
-            self._unmasked = np.zeros_like(self.tol) if not masks else np.broadcast_to(
-                expected(self.op, self.args, {**self.kwargs, **dict.fromkeys(masks)}, dtype=self.dtype).tol,
-                self.tol.shape)
-        return self._unmasked
+        masks = [k for k, v in self.kwargs.items() if k.endswith("mask") and v is not None]
+        if not masks:
+            return np.zeros_like(self.tol)
+        return np.broadcast_to(expected(self.op, self.args, {**self.kwargs, **dict.fromkeys(masks)},
+                                        dtype=self.dtype).tol, self.tol.shape)
 
     def same(self, a: np.ndarray, b: np.ndarray) -> bool:
         """``a`` and ``b`` agree bit for bit at the compared positions (NaN agreeing with NaN)."""

@@ -15,6 +15,7 @@ import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conformance.cli import backend_versions, main
@@ -128,6 +129,20 @@ def test_a_failure_carries_its_backend_calls_readable_and_saved_with_a_reproduct
         assert "conforms" in capsys.readouterr().out
     differential = next(f for f in softmax["failures"] if f["kind"] == "differential")
     assert differential["tolerance"].startswith("tolerance ") and " x bound " in differential["tolerance"]
+
+
+def test_repro_compares_token_ids_exactly(tmp_path, capsys):
+    """A greedy-decoding case replays with token ids compared exactly (no error bound exists)."""
+    import reference
+    from conformance import failing_cases
+
+    config = {"d_model": 4, "num_heads": 2, "d_ff": 4, "num_encoder_layers": 1, "num_decoder_layers": 1,
+              "src_vocab_size": 5, "tgt_vocab_size": 5}
+    args = [np.array([[1, 2, 3]]), reference.init_params(config, 0), config, 4, 0, 1]
+    case = failing_cases.save(tmp_path / "greedy.npz", [("greedy_decode", args, {})],
+                              target={"spec": "reference", "dtype": "float64", "device": "cpu"}, nodeid="t")
+    assert main(["repro", str(case)]) == 0
+    assert "call 1: greedy_decode: conforms" in capsys.readouterr().out
 
 
 def test_a_crash_and_a_hang_are_reported_with_where_they_happened(broken_run):
