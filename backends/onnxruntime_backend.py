@@ -43,6 +43,7 @@ onnx and onnxruntime are the optional extra ``onnxruntime``; the factory raises 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from collections import OrderedDict
@@ -405,5 +406,11 @@ def factory(*, dtype: str = "float32", device: str = "cpu") -> OnnxRuntimeBacken
 
 
 def fused_factory(*, dtype: str = "float32", device: str = "cpu") -> FusedOnnxRuntimeBackend:
-    """``onnxruntime-fused``: the graphs through ORT's transformer optimizer first."""
-    return FusedOnnxRuntimeBackend(dtype=dtype, device=device)
+    """``onnxruntime-fused``: the graphs through ORT's transformer optimizer first; ValueError
+    (= unsupported) as ``factory``, and without torch, which the optimizer imports (1.31.1,
+    ``optimize_by_onnxruntime``: ``from torch import version``)."""
+    backend = FusedOnnxRuntimeBackend(dtype=dtype, device=device)
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError("unsupported: onnxruntime.transformers.optimizer imports torch, which is not "
+                         "installed; pip install 'transformer-conformance[onnxruntime]'")
+    return backend

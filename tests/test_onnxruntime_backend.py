@@ -77,6 +77,16 @@ def test_factory_without_onnxruntime_is_unsupported(monkeypatch: pytest.MonkeyPa
             factory(dtype="float32")
 
 
+def test_fused_factory_without_torch_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT's transformer optimizer imports torch: without it the fused variant is unsupported,
+    named, instead of every op failing on ModuleNotFoundError (CI, before the extra had torch)."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert ob.factory(dtype="float32").name == "onnxruntime"
+    with pytest.raises(ValueError, match="unsupported: onnxruntime.transformers.optimizer imports torch"):
+        ob.fused_factory(dtype="float32")
+
+
 def test_factory_dtypes_and_devices(ort_backend: ob.OnnxRuntimeBackend) -> None:
     assert ort_backend.device == "cpu" and ort_backend.name in FACTORIES
     for factory in (ob.factory, ob.fused_factory):
