@@ -184,3 +184,10 @@ def hazards(cases: Cases) -> None:
             lambda r, op=op: model_args(r, post_final, op, 2, 5, 4, False))
     greedy_case(cases, CONFIG_POST, f"post-LN, source padding: {PATTERNS}", batch=5, ss=6, max_len=6,
                 src_mask=lambda r: padding_patterns(6))
+
+    def fast_variance_rows(r: np.random.Generator) -> dict:
+        x = normal(r, (4, 64), 2.0, mean=1000.0)  # bfloat16's spacing at 1000 is 4: mean/sigma ~ 450
+        return {"x": x, "gamma": normal(r, (64,)), "beta": normal(r, (64,)), "eps": 1e-5}
+    add("layer_norm", "(4, 64), rows N(1000, 2) on bfloat16's grid (spacing 4): E[x]^2 needs ~30 bits, so the "
+        "one-pass variance E[x^2] - E[x]^2 at float32 loses the variance's last bits (mean/sigma ~ 450); the "
+        "two-pass variance does not", fast_variance_rows)
