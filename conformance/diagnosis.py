@@ -203,20 +203,21 @@ class _Case:
         fully masked row is exactly b_o by the contract; averaged values under finfo.min)."""
         where = self.compared & ~(np.isnan(self.actual) & np.isnan(value))
         numerical = [i for i in ids if CATALOGUE[i].numerical]
-        if numerical:
-            with variants.active(*ids), np.errstate(all="ignore"):
-                own = np.broadcast_to(expected(self.op, self.args, self.kwargs, dtype=self.dtype, value=value).tol,
-                                      value.shape)
+        own = self.own_tol(ids, value) if numerical else np.zeros_like(self.tol)
         if len(numerical) == len(ids):
             tol = own
-        else:
-            tol = np.maximum(_row_max(self.tol), _row_max(self.unmasked_tol))
-            if numerical:  # a structural and a numerical variant (Marian's [sin | cos] table held in float32)
-                tol = np.maximum(tol, _row_max(own))
+        else:  # structural, with a numerical one's rounding if paired (Marian's [sin | cos] table in float32)
+            tol = np.maximum.reduce([_row_max(self.tol), _row_max(self.unmasked_tol), _row_max(own)])
         with np.errstate(invalid="ignore", divide="ignore"):
             err = np.where(self.actual == value, 0.0, np.abs(self.actual - value))
             ratio = np.nan_to_num(np.where(err == 0, 0.0, err / tol), nan=np.inf)[where]
         return bool(np.all(ratio <= 1.0)) and (ratio.size < MIN_COUNT or rms_ratio(ratio) <= RMS_LIMIT)
+
+    def own_tol(self, ids: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+        """The tolerance model of the variants' own equations (the bound charges what they round)."""
+        with variants.active(*ids), np.errstate(all="ignore"):
+            return np.broadcast_to(expected(self.op, self.args, self.kwargs, dtype=self.dtype, value=value).tol,
+                                   value.shape)
 
     @functools.cached_property
     def unmasked_tol(self) -> np.ndarray:
