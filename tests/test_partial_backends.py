@@ -1,6 +1,7 @@
 """Issue 17, parts 1 and 3: a partial backend cannot pass by raising NotImplementedError, a pass
 says how much it rests on, a backend's feature declaration is honoured, and every op taking
-padding masks meets every padding pattern.
+padding masks meets every padding pattern (the fixed cases of
+conformance/differential/test_mask_kinds.py, so not by the luck of the draws).
 
 Gate runs (``python -m conformance run``, the real suites, profile ci) on the backends of
 tests/partial_backends.py and on the correct numpy backend; the right-padding-only backend of
@@ -22,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.numpy_backend import NumpyBackend
+from backends.registry import load_backend
 from conformance import features
+from conformance.differential import test_mask_kinds as mask_kind_cases
 from conformance.harness import call_op
 from tests.mutants.catalog import PADDING_OPS
 
@@ -98,6 +101,20 @@ def test_every_op_taking_padding_masks_meets_every_pattern(tmp_path):
         coverage = result(document, "numpy-float32", op)["coverage"]
         untested = {name: f["not_tested"] for name, f in coverage["features"].items() if f["not_tested"]}
         assert not untested and coverage["tests_run"] == coverage["tests"], (op, untested)
+
+
+@pytest.mark.parametrize("op", PADDING_OPS)
+def test_the_fixed_mask_kind_cases_fail_a_right_padding_only_backend_on_every_padding_op(op):
+    """conformance/differential/test_mask_kinds.py, whatever the draws: a backend that turns key
+    padding into a per-row key count passes right padding and fails left padding and holes, on
+    every mask argument of every op that takes padding."""
+    pytest.importorskip("torch")
+    backend = load_backend("tests.mutants.zoo:right_padding_only", dtype="float64")
+    for argument in (name for name in features.OP_FEATURES[op] if name in features.MASK_ARGUMENTS):
+        mask_kind_cases.test_mask_kind(backend, op, argument, "right")
+        for kind in ("left", "holes"):
+            with pytest.raises(AssertionError, match=rf"right_padding_only\[float64, cpu\]\.{op}"):
+                mask_kind_cases.test_mask_kind(backend, op, argument, kind)
 
 
 class FailsThenNotImplemented(NumpyBackend):
