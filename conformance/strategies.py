@@ -4,8 +4,12 @@ Every strategy takes keyword-only size caps and draws its simplest option first,
 shrink to small, readable examples (one head, length-1 sequences, unit scale, no mask).
 Config variants and mask kinds are drawn only among those the running test's backend supports
 for its op (conformance/features.py; all of them for a backend that declares nothing).
-Float arrays are drawn as (seed, scale) and made with NumPy's generator: Hypothesis shrinks the
-seed and the scale, and large arrays stay cheap to generate.
+Float arrays are drawn as (scale, seed, rounded) and made with NumPy's generator, so large
+arrays stay cheap to generate. ``rounded`` is the third choice, simplest first: the first
+example, one in ROUNDED_ONE_IN of the others and every one the shrinker tries has its values
+rounded to two decimals of its scale, so a shrunk failure reads ``[0.53, -1.27]`` rather than
+seventeen digits. Rounded, not integers or zeros: a degenerate array (constant rows, ties)
+would let the shrinker trade the failure it found for another one.
 """
 
 from __future__ import annotations
@@ -24,11 +28,22 @@ SCALES = (1.0, 0.1, 10.0)
 seeds = st.integers(0, 2**32 - 1)
 
 
+ROUNDED_ONE_IN = 16
+"""One drawn array in this many (and the simplest) has two-decimal values (the module docstring)."""
+
+
 @st.composite
 def arrays(draw: st.DrawFn, shape: tuple[int, ...], *, scales: tuple[float, ...] = SCALES) -> np.ndarray:
-    """float64 N(0, scale^2) values of the given shape; scale drawn from ``scales`` (first = simplest)."""
+    """float64 N(0, scale^2) values of the given shape; scale drawn from ``scales`` (first =
+    simplest); the simplest choice, and one in ROUNDED_ONE_IN, rounded to two decimals of it."""
     scale = draw(st.sampled_from(scales))
-    return np.random.default_rng(draw(seeds)).normal(0.0, scale, shape)
+    values = np.random.default_rng(draw(seeds)).normal(0.0, scale, shape)
+    return two_decimals(values, scale) if draw(st.integers(0, ROUNDED_ONE_IN - 1)) == 0 else values
+
+
+def two_decimals(values: np.ndarray, scale: float) -> np.ndarray:
+    """``values`` rounded to multiples of scale / 100: ``[0.53, -1.27]`` at scale 1."""
+    return np.round(values / scale, 2) * scale
 
 
 @st.composite

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import find, settings
 
+from conformance import failing_cases
 from conformance.cli import backend_versions, main
+from conformance.strategies import SCALES, arrays
 
 HERE = Path(__file__).parent
 SUITE = HERE / "gate_suite"
@@ -131,10 +134,33 @@ def test_a_failure_carries_its_backend_calls_readable_and_saved_with_a_reproduct
     assert differential["tolerance"].startswith("tolerance ") and " x bound " in differential["tolerance"]
 
 
+def two_decimal(values, scale):
+    """Every value a multiple of scale / 100 (conformance.strategies.two_decimals)."""
+    steps = np.asarray(values) / scale * 100
+    return bool(np.allclose(steps, np.round(steps), rtol=0, atol=1e-6))
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_an_array_shrinks_to_two_decimals_of_its_scale(scale):
+    """The shrunk array is the simplest: two decimals of its scale, not a seed's 17 digits."""
+    shrunk = find(arrays((2, 3), scales=(scale,)), lambda x: (np.abs(x) > scale).sum() >= 2,
+                  settings=settings(database=None, derandomize=True, max_examples=500))
+    assert two_decimal(shrunk, scale), shrunk
+    assert not two_decimal(np.random.default_rng(0).normal(0.0, scale, (2, 3)), scale)  # the check can fail
+
+
+def test_the_saved_case_of_a_shrunk_failure_holds_two_decimal_arrays(broken_run):
+    _, _, report_dir = broken_run
+    softmax = next(r for r in load_report(report_dir)["results"] if r["status"] == "fail")
+    differential = next(f for f in softmax["failures"] if f["kind"] == "differential")
+    _, calls = failing_cases.load(Path(differential["case_file"]))
+    (op, (x,), _), *_ = calls
+    assert op == "softmax" and any(two_decimal(x, scale) for scale in SCALES), x
+
+
 def test_repro_compares_token_ids_exactly(tmp_path, capsys):
     """A greedy-decoding case replays with token ids compared exactly (no error bound exists)."""
     import reference
-    from conformance import failing_cases
 
     config = {"d_model": 4, "num_heads": 2, "d_ff": 4, "num_encoder_layers": 1, "num_decoder_layers": 1,
               "src_vocab_size": 5, "tgt_vocab_size": 5}
