@@ -1,4 +1,4 @@
-"""Hypothesis strategies of the property suite, on top of conformance/strategies.py.
+"""Hypothesis strategies of the property suite, on top of conformance/kit/strategies.py.
 
 Many properties compare f(g(x)) with g(f(x)) for an exact transformation g (a shift, a scale,
 a permutation). In floating point that is a property of the backend only if g(x) is exact in
@@ -17,7 +17,7 @@ import numpy as np
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 
-from conformance.strategies import arrays, configs, params, seeds, token_ids
+from conformance.kit.strategies import arrays, configs, params, seeds, token_ids
 from properties.tolerances import significand_bits
 
 EXACT_NUMERATOR = 2**5

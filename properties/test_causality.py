@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import arrays, padding_masks, seeds
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, padding_masks, seeds
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import MODEL_SHARE, examples, models

@@ -38,9 +38,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
-from conformance.assertions import assert_close, assert_true
-from conformance.harness import call_op
-from conformance.strategies import arrays, padding_masks, token_ids
+from conformance.kit.assertions import assert_close, assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, padding_masks, token_ids
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import LAYER_SHARE, MODEL_SHARE, examples, models

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_equal
-from conformance.harness import call_op
-from conformance.strategies import arrays, token_ids
+from conformance.kit.assertions import assert_equal
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, token_ids
 from properties.plumbing import held
 from properties.strategies import OP_SHARE, examples
 

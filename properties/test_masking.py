@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.assertions import assert_close, assert_equal
-from conformance.harness import call_op
-from conformance.strategies import arrays, attention_masks, attention_params
+from conformance.kit.assertions import assert_close, assert_equal
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, attention_masks, attention_params
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import LAYER_SHARE, OP_SHARE, attention_inputs, examples, multi_head_cases

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import attention_masks, attention_params
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import attention_masks, attention_params
 from properties import tolerances
 from properties.plumbing import block_permutation, held
 from properties.strategies import LAYER_SHARE, examples, multi_head_cases, permutations

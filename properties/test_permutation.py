@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close, assert_true
-from conformance.harness import call_op
-from conformance.strategies import arrays, attention_masks, attention_params, configs, params, token_ids
+from conformance.kit.assertions import assert_close, assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, attention_masks, attention_params, configs, params, token_ids
 from properties import tolerances
 from properties.plumbing import held, permute_square, take
 from properties.strategies import (

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close, assert_equal, assert_true
-from conformance.harness import call_op
+from conformance.kit.assertions import assert_close, assert_equal, assert_true
+from conformance.kit.harness import call_op
 from properties import tolerances
 from properties.strategies import OP_SHARE, examples
 

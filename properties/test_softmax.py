@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.assertions import assert_close, assert_equal, assert_true
-from conformance.harness import call_op
-from conformance.strategies import arrays, seeds
+from conformance.kit.assertions import assert_close, assert_equal, assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, seeds
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import OP_SHARE, examples, grid_arrays, grid_steps, row_shifts

@@ -270,7 +270,7 @@ def _gelu(x: np.ndarray, dtype: str) -> np.ndarray:
     """GELU(x) = x/2 * (1 + erf(x / sqrt(2))), exact (not the tanh approximation).
 
     Choices: erf's value is stored (rounded to ``dtype``) before 1 + erf, as a kernel holds it;
-    for x < 0 that sum cancels, so erf's rounding sets GELU's error (conformance/TOLERANCES.md).
+    for x < 0 that sum cancels, so erf's rounding sets GELU's error (conformance/tolerance/TOLERANCES.md).
     """
     if _variants.ACTIVE and _variants.on("gelu-tanh"):
         return _variants.gelu_tanh(x, dtype)

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance import record, report, watchdog
-from conformance.cli import EXIT_INTERRUPTED, INTERRUPTED, build_parser
-from conformance.harness import BackendFault, call_op
+from conformance.kit import record, watchdog
+from conformance.gate import report
+from conformance.gate.cli import EXIT_INTERRUPTED, INTERRUPTED, build_parser
+from conformance.kit.harness import BackendFault, call_op
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,7 +169,7 @@ def test_a_backend_fault_inside_another_op_s_test_is_booked_under_the_failing_op
 
 
 def test_a_file_backend_records_the_versions_of_what_its_module_imported(tmp_path):
-    from conformance.cli import backend_versions, check_targets
+    from conformance.gate.cli import backend_versions, check_targets
 
     module = tmp_path / "uses_scipy_backend.py"
     module.write_text("import scipy.special  # noqa: F401 - what a real adapter imports: its library\n"

@@ -13,7 +13,7 @@ import pytest
 from backends.numpy_backend import NumpyBackend
 from backends.registry import load_backend
 from conformance import golden
-from conformance.cli import main
+from conformance.gate.cli import main
 from tests.mutants import catalog
 
 

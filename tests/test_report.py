@@ -5,9 +5,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conformance import report
-from conformance.deviations import Deviation
-from conformance.gate_plugin import _notes_from_text
+from conformance.gate import report
+from conformance.gate.deviations import Deviation
+from conformance.gate.plugin import _notes_from_text
 
 TARGET = {"id": "torch-float32", "spec": "torch", "dtype": "float32", "device": "cpu"}
 MESSAGE = ("torch[float32, cpu].softmax: out[1, 2] = 0.3 but should be 0.5 (abs err 0.2, rel err 0.4, "

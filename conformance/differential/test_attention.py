@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import OP_SHARE, compare, examples
-from conformance.strategies import arrays, attention_masks
+from conformance.kit.strategies import arrays, attention_masks
 
 D_K = (1, 2, 3, 4, 8, 16, 64)
 

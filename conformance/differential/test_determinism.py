@@ -2,7 +2,7 @@
 
 A backend whose result changes from call to call (a reduction whose order depends on thread
 timing, atomics on a GPU, state kept between calls) may still pass every tolerance; the
-gate reports it with its own status, "nondeterministic" (conformance/REPORT.md), rather than
+gate reports it with its own status, "nondeterministic" (conformance/gate/REPORT.md), rather than
 as an accuracy failure. One fixed case per op, at a small but not trivial size (B=2, S=5,
 d_model=16, two heads, one layer per stack, masks included).
 """
@@ -17,8 +17,8 @@ import pytest
 
 import reference
 from backends.contract import OPS
-from conformance import record
-from conformance.harness import call_op, describe_call, label
+from conformance.kit import record
+from conformance.kit.harness import call_op, describe_call, label
 
 NONDETERMINISTIC = "nondeterministic"
 CALLS = 2

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import OP_SHARE, compare, examples
-from conformance.strategies import arrays, token_ids
+from conformance.kit.strategies import arrays, token_ids
 
 
 @st.composite

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare_greedy, examples, realistic_params
-from conformance.strategies import configs, padding_masks, params, token_ids
-from conformance.tolerances import min_d_model
+from conformance.kit.strategies import configs, padding_masks, params, token_ids
+from conformance.tolerance.model import min_d_model
 
 
 @st.composite

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from conformance.differential._compare import OP_SHARE, compare, examples
-from conformance.strategies import arrays
+from conformance.kit.strategies import arrays
 
 EPSILONS = (1e-5, 1e-6, 1e-3)
 

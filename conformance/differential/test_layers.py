@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import reference
 from conformance.differential._compare import LAYER_SHARE, REALISTIC, compare, examples, realistic_params
-from conformance.strategies import arrays, configs, key_padded_masks, params
-from conformance.tolerances import min_d_model
+from conformance.kit.strategies import arrays, configs, key_padded_masks, params
+from conformance.tolerance.model import min_d_model
 
 
 @st.composite

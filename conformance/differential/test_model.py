@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare, examples, realistic_params
-from conformance.strategies import arrays, configs, padding_masks, params, token_ids
-from conformance.tolerances import min_d_model, query_positions
+from conformance.kit.strategies import arrays, configs, padding_masks, params, token_ids
+from conformance.tolerance.model import min_d_model, query_positions
 
 
 @st.composite

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import LAYER_SHARE, compare, examples, realistic_params
-from conformance.strategies import arrays, key_padded_masks, seeds
+from conformance.kit.strategies import arrays, key_padded_masks, seeds
 
 
 @st.composite

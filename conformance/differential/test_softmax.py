@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from conformance.differential._compare import OP_SHARE, compare, examples
-from conformance.strategies import arrays, seeds
+from conformance.kit.strategies import arrays, seeds
 
 LOGIT_SCALES = (1.0, 0.1, 10.0, 100.0, 1000.0)
 """Standard deviations of the logits: 1000 puts row maxima past exp's float64 overflow (709),

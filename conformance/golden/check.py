@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from backends.contract import OPS
-from conformance import record, report
+from conformance.kit import record
+from conformance.gate import report
 from conformance.golden.cases import EXACT_TOKEN_DTYPES
-from conformance.assertions import assert_close, assert_equal, assert_no_systematic_error
+from conformance.kit.assertions import assert_close, assert_equal, assert_no_systematic_error
 from conformance.golden.layout import GoldenError, load_manifest, load_output, read_part, safe_path
 
 OUTPUT_DTYPES = ("float64", "float32", "float16")  # what .npy holds; bfloat16 is written as float32

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.errors import HypothesisException
 
-from conformance.pytest_plugin import PROFILES
+from conformance.kit.pytest_plugin import PROFILES
 
 FOLDER_VARIABLE = "MUTANT_SCORE_FIRST_FAILURES"
 NO_SHRINK = tuple(phase for phase in Phase if phase not in (Phase.shrink, Phase.explain))

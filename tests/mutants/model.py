@@ -542,7 +542,7 @@ class FeedForwardInFloat16(TorchBackend):
 
 # --- small systematic errors: a few tens of roundings, at the precision users run ---------------
 # Each stays inside most per-element bounds; the tolerance model's root-mean-square check must
-# catch them (conformance/TOLERANCES.md, "Resolution"; benchmarks/resolution.py).
+# catch them (conformance/tolerance/TOLERANCES.md, "Resolution"; benchmarks/resolution.py).
 
 @register("gelu_tanh_at_float32", "feed_forward", dtype="float32")
 class GeluTanhAtFloat32(TorchBackend):

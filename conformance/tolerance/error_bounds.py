@@ -20,7 +20,7 @@ through its derivative (its condition) and adds what its own arithmetic may roun
 - layer norm divides incoming errors by sigma and charges the rounded mean and variance.
 
 The derivation of every term and the measurements that set the constants are in
-conformance/TOLERANCES.md. Nothing here depends on the host's BLAS, CPU, thread count or
+conformance/tolerance/TOLERANCES.md. Nothing here depends on the host's BLAS, CPU, thread count or
 library versions: the bound is a deterministic function of (op, inputs, u). The values
 ``v`` are the reference's (tests/test_tolerance_model.py checks they agree).
 """

@@ -15,12 +15,12 @@ argument (``mask``, ``self_mask``, ``cross_mask``, ``src_mask``, ``tgt_mask``) i
     arbitrary   a full (..., Sq, Sk) attention pattern (causal, random, fully masked rows)
 
 A padding mask is (B, S); a key-padding attention mask is one whose query axis has size 1
-(B, 1, Sk). ``of_call`` reads the features off an actual call (conformance/harness.py calls it
+(B, 1, Sk). ``of_call`` reads the features off an actual call (conformance/kit/harness.py calls it
 for every op call), so the report states what ran, not what a strategy meant to draw.
 
-The strategies (conformance/strategies.py) ask ``allowed`` which values they may draw: those
+The strategies (conformance/kit/strategies.py) ask ``allowed`` which values they may draw: those
 the backend of the running test supports for the test's op (``start`` is called by
-conformance/pytest_plugin.py around each test).
+conformance/kit/pytest_plugin.py around each test).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 per-test records for the gate.
 
 Loaded by the repository's ``conftest.py`` and by the gate (``pytest -p
-conformance.pytest_plugin``). Options (each also an environment variable, for CI systems):
+conformance.kit.pytest_plugin``). Options (each also an environment variable, for CI systems):
 
   --backend SPEC   repeatable    CONFORMANCE_BACKEND  (comma-separated)
   --dtype D        repeatable    CONFORMANCE_DTYPE    (comma-separated)
@@ -36,8 +36,8 @@ from hypothesis.errors import Unsatisfiable
 
 from backends.contract import DTYPES
 from backends.registry import BUILTINS, BackendSpecError, Target, default_targets, load_backend
-from conformance import features, record
-from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
+from conformance.kit import features, record
+from conformance.kit.harness import NOT_IMPLEMENTED, UNSUPPORTED
 
 PROFILES: dict[str, dict[str, Any]] = {
     # dev skips the explain phase: ~100 extra runs of every failing test (most of a failing

@@ -14,8 +14,8 @@
 per-op table and exits 0 when every implemented op conforms and every ``--require``d op is
 implemented, 1 when anything fails, 2 on a usage or set-up error, 3 when interrupted (SIGTERM or
 SIGINT: the reports of every test that finished are written, the rest are "not run (interrupted)"). Without ``--backend`` it
-checks the built-in backends. The report files are described in conformance/REPORT.md; the
-golden vectors in conformance/GOLDEN.md.
+checks the built-in backends. The report files are described in conformance/gate/REPORT.md; the
+golden vectors in conformance/golden/GOLDEN.md.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from typing import Any
 
 from backends.contract import DTYPES, OPS
 from backends.registry import BUILTIN_LIBRARIES, BUILTINS, BackendSpecError, Target, default_targets, resolve
-from conformance import deviations as deviations_mod
-from conformance import report
-from conformance.failing_cases import reproduce_command
-from conformance.features import Requirement, parse_requirement
+from conformance.gate import deviations as deviations_mod
+from conformance.gate import report
+from conformance.kit.failing_cases import reproduce_command
+from conformance.kit.features import Requirement, parse_requirement
 
 SUITES = ("properties", "conformance.differential")
 PROFILES = ("dev", "ci", "thorough")
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "the result. Exit status: 0 pass, 1 fail, 2 usage or set-up error, "
                                           "3 interrupted (SIGTERM or SIGINT: the reports of what finished are "
                                           "written). Reports and the known-deviations file format: "
-                                          "conformance/REPORT.md.")
+                                          "conformance/gate/REPORT.md.")
     run.add_argument("--backend", action="append", default=[], metavar="SPEC",
                      help="backend spec (repeatable): a built-in name, package.module:attr, path/file.py:attr or an "
                           "entry point; default: every built-in backend")
@@ -115,10 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--require", type=_requirements, action="extend", default=[], metavar="OP[:FEATURE[=VALUE]],...",
                      help="fail unless these ops are implemented (on every supported target) and, for "
                           "OP:FEATURE, tested with every value of the feature (OP:FEATURE=VALUE: that value), "
-                          "e.g. decoder_layer:norm_first (features: conformance/REPORT.md); repeatable, "
+                          "e.g. decoder_layer:norm_first (features: conformance/gate/REPORT.md); repeatable, "
                           "comma-separated")
     run.add_argument("--known-deviations", type=Path, default=None, metavar="FILE",
-                     help="TOML file of accepted failures (format and example: conformance/REPORT.md, "
+                     help="TOML file of accepted failures (format and example: conformance/gate/REPORT.md, "
                           "'Known deviations')")
     run.add_argument("--strict-deviations", action="store_true",
                      help="fail the gate when a known-deviations entry is stale (no longer fails)")
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=None, help="seed of the case generator (default: the format's)")
     export.add_argument("--layout", choices=("npy", "npz"), default="npy",
                         help="npy (default, format 2): one .npy per array, scalars as 0-d arrays; npz (format 1): "
-                             "zip archives (conformance/GOLDEN.md)")
+                             "zip archives (conformance/golden/GOLDEN.md)")
     export.set_defaults(func=cmd_golden_export)
     check = golden.add_parser("check", help="check outputs another program wrote for the golden cases")
     check.add_argument("dir", type=Path, metavar="DIR")
@@ -252,8 +252,8 @@ class Gate:
     def pytest_command(self, results: Path, ini: Path) -> list[str]:
         a = self.args
         command = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(self.rootdir),
-                   "--confcutdir", str(self.rootdir), "-p", "conformance.pytest_plugin",
-                   "-p", "conformance.gate_plugin", "-p", "no:cacheprovider",
+                   "--confcutdir", str(self.rootdir), "-p", "conformance.kit.pytest_plugin",
+                   "-p", "conformance.gate.plugin", "-p", "no:cacheprovider",
                    "--conformance-results", str(results), "--hypothesis-profile", a.profile,
                    "--conformance-timeout", f"{self.timeout:g}", "-n", a.workers, "-q", "-rN", "--color=no"]
         command += [f"--backend={s}" for s in a.backend] + [f"--dtype={d}" for d in a.dtype]
@@ -489,7 +489,7 @@ def mark_interrupted(tests: list[report.TestResult]) -> None:
 
 
 def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> list[dict[str, Any]]:
-    """The targets the run will cover (as conformance.pytest_plugin chooses them), each loaded
+    """The targets the run will cover (as conformance.kit.pytest_plugin chooses them), each loaded
     once here so that a set-up error stops the gate with exit 2 before pytest starts: an unknown
     spec, an import error, or a factory raising anything but ValueError ("unsupported")."""
     if not specs and not dtypes and device is None:
@@ -620,7 +620,7 @@ def cmd_golden_check(args: argparse.Namespace) -> int:
 
 def cmd_repro(args: argparse.Namespace) -> int:
     from backends.registry import load_backend
-    from conformance import failing_cases
+    from conformance.kit import failing_cases
 
     try:
         meta, calls = failing_cases.load(args.case)

@@ -6,12 +6,12 @@ op, which backend/dtype, and what the inputs were.
 
 Not implemented: an absent op, or one the backend declares unsupported as a whole
 (``supports(op)`` false), skips the test with reason "not implemented". A call whose features
-(conformance/features.py) the backend declares unsupported, or that raises
+(conformance/kit/features.py) the backend declares unsupported, or that raises
 NotImplementedError, is not implemented *for that input*: inside a Hypothesis test the example
 is rejected (``hypothesis.reject``, not counted) and the test goes on drawing, so a failure
 found by any other example stays a failure, shrinking included; the test is skipped as not
 implemented only when no backend call has run after NOT_IMPLEMENTED_LIMIT rejected examples (or
-when Hypothesis runs out of examples to try: conformance/pytest_plugin.py). A fixed test skips.
+when Hypothesis runs out of examples to try: conformance/kit/pytest_plugin.py). A fixed test skips.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 from hypothesis import reject
 from hypothesis.control import currently_in_test_context
 
-from conformance import features, record, watchdog
+from conformance.kit import features, record, watchdog
 
 NOT_IMPLEMENTED = "not implemented"
 UNSUPPORTED = "unsupported"

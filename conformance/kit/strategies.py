@@ -3,7 +3,7 @@
 Every strategy takes keyword-only size caps and draws its simplest option first, so failures
 shrink to small, readable examples (one head, length-1 sequences, unit scale, no mask).
 Config variants and mask kinds are drawn only among those the running test's backend supports
-for its op (conformance/features.py; all of them for a backend that declares nothing).
+for its op (conformance/kit/features.py; all of them for a backend that declares nothing).
 Float arrays are drawn as (scale, seed, rounded) and made with NumPy's generator, so large
 arrays stay cheap to generate. ``rounded`` is the third choice, simplest first: the first
 example, one in ROUNDED_ONE_IN of the others and every one the shrinker tries has its values
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import reference
-from conformance import features
-from conformance.harness import not_implemented
+from conformance.kit import features
+from conformance.kit.harness import not_implemented
 
 SCALES = (1.0, 0.1, 10.0)
 seeds = st.integers(0, 2**32 - 1)
@@ -120,7 +120,7 @@ def padding_masks(draw: st.DrawFn, batch: int, seq_len: int, *, argument: str | 
     """None, or a (B, S) bool mask, True = real token, each row with at least one real token:
     every token real, right padding (lengths), left padding, or holes (row 0 real, padded,
     ..., real; the other rows any pattern). The kind is drawn among those the sequence length
-    allows and the backend supports for ``argument`` of the test's op (conformance/features.py),
+    allows and the backend supports for ``argument`` of the test's op (conformance/kit/features.py),
     so that every op taking padding masks meets every pattern."""
     kinds = features.allowed_masks([k for k in features.PADDING_KINDS if seq_len >= MIN_LENGTH[k]],
                                    argument=argument)

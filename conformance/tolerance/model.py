@@ -1,5 +1,5 @@
 """The tolerance model of the differential tests: what a backend's result is compared with,
-and how closely (derivation, constants and measurements: conformance/TOLERANCES.md).
+and how closely (derivation, constants and measurements: conformance/tolerance/TOLERANCES.md).
 
 Per element i of an op's output, for a backend computing in ``dtype``::
 
@@ -10,7 +10,7 @@ Per element i of an op's output, for a backend computing in ``dtype``::
   error.
 - ``bound_i(dtype)``: the first-order forward error bound of a correct implementation that
   stores values in ``dtype`` and accumulates in it (float16 and bfloat16: in float32), propagated through the reference's equations in float64
-  (``conformance.error_bounds``): reductions charge ``min(n, LAMBDA sqrt(n)) u sum|terms|``,
+  (``conformance.tolerance.error_bounds``): reductions charge ``min(n, LAMBDA sqrt(n)) u sum|terms|``,
   elementwise functions their condition number plus a few ulp, softmax amplifies logit errors
   by its weights, layer norm divides by sigma. It is a deterministic function of (op, inputs,
   dtype): nothing measured on the host (BLAS kernel, threads, library versions) enters it.
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 import reference
-from conformance import error_bounds
+from conformance.tolerance import error_bounds
 from reference.precision import arithmetic, rounded, smallest_normal
 
 SAFETY = 2.0

@@ -1,12 +1,12 @@
-"""Measure the tolerance model (conformance/tolerances.py) on many random cases per op.
+"""Measure the tolerance model (conformance/tolerance/model.py) on many random cases per op.
 
 For each op, draw random cases (small shapes like Hypothesis draws, large logits, deep and
 realistic configs), run every backend, and record the worst error/tolerance ratio: correct
 backends must stay below 1 (no false alarms), the float32-inside-float64 liar
 (tests/mutants/precision.py) must exceed it by orders of magnitude. The figures quoted in
-conformance/TOLERANCES.md come from::
+conformance/tolerance/TOLERANCES.md come from::
 
-    OMP_NUM_THREADS=1 python -m conformance.bench_tolerances --cases 1000 --deep 125
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_tolerances --cases 1000 --deep 125
 
 ``random_case`` is also used by tests/test_tolerance_model.py for its (smaller) CI sample.
 """
@@ -26,9 +26,9 @@ import numpy as np
 
 import reference
 from backends.registry import load_backend
-from conformance import tolerances
-from conformance.harness import call_op
-from conformance.tolerances import expected, min_d_model, query_positions, rounded_inputs
+from conformance.tolerance import model
+from conformance.kit.harness import call_op
+from conformance.tolerance.model import expected, min_d_model, query_positions, rounded_inputs
 
 SCALES = (0.1, 1.0, 10.0)
 D_K = (1, 2, 4, 8, 16, 64)
@@ -217,7 +217,7 @@ def random_case(op: str, rng: np.random.Generator, *, deep: bool = False) -> Cas
 # --- measuring ----------------------------------------------------------------------------
 
 COMPOSITE = frozenset({"encoder_layer", "decoder_layer", "encode", "decode", "forward"})
-"""Ops whose cases carry a config; their d_model is restricted by tolerances.min_d_model."""
+"""Ops whose cases carry a config; their d_model is restricted by model.min_d_model."""
 
 
 def case_d_model(case: Case) -> int | None:
@@ -280,7 +280,7 @@ LIARS = ["liar-numpy", "liar-torch"]
 
 def _run(job: tuple[str, str, int, int, list[str], int | None]) -> list[str]:
     """One op and kind: every backend on the same random cases (the Expected computed once per
-    dtype); the table's lines. Half-precision cases with d_model below tolerances.min_d_model
+    dtype); the table's lines. Half-precision cases with d_model below model.min_d_model
     are not drawn by the tests; they are measured on their own line."""
     op, kind, count, seed, names, forced = job
     global FORCED_D_MODEL  # noqa: PLW0603 - a worker process's setting for this job
@@ -300,8 +300,8 @@ def _run(job: tuple[str, str, int, int, list[str], int | None]) -> list[str]:
             compared = ratios(backend, case, prepared[backend.dtype])
             ratio = float(compared.max()) if compared.size else 0.0
             found.setdefault(label, []).append(ratio)
-            if compared.size >= tolerances.MIN_COUNT:
-                found.setdefault(f"{label} rms", []).append(tolerances.rms_ratio(compared))
+            if compared.size >= model.MIN_COUNT:
+                found.setdefault(f"{label} rms", []).append(model.rms_ratio(compared))
             if name in LIARS and informative(case, prepared[backend.dtype][2]):
                 found.setdefault(f"{name} informative", []).append(ratio)
     seconds = time.perf_counter() - seconds
@@ -327,7 +327,7 @@ def main() -> None:
     deep = max(1, parsed.cases // 8) if parsed.deep is None else parsed.deep
     jobs = [(op, kind, parsed.cases if kind == "small" else deep, parsed.seed, parsed.backends, parsed.d_model)
             for op in parsed.ops for kind in ("small", "deep") if kind == "small" or deep]
-    print(f"rule: {tolerances.describe()}")
+    print(f"rule: {model.describe()}")
     print(f"{'op':21s} {'kind':5s} {'backend':24s} {'cases':>6s} {'alarms':>6s} {'worst':>9s} {'p99':>9s} "
           f"{'median':>9s} {'min':>9s}", flush=True)
     with multiprocessing.Pool(parsed.jobs) as pool:

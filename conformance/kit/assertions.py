@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from conformance import record, tolerances
-from conformance.harness import label
+from conformance.kit import record
+from conformance.tolerance import model
+from conformance.kit.harness import label
 
 
 class ToleranceExceeded(AssertionError):
@@ -68,7 +69,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
 def assert_no_systematic_error(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray, backend: Any,
                                op: str, what: str = "", where: np.ndarray | None = None) -> float:
     """``assert rms(|actual - expected| / tol) <= RMS_LIMIT`` over the compared elements, when
-    there are at least MIN_COUNT of them (conformance/tolerances.py): errors that each stay
+    there are at least MIN_COUNT of them (conformance/tolerance/model.py): errors that each stay
     inside their bound but add up to a consistent deviation (a tanh GELU, a misplaced eps).
     Returns the root-mean-square ratio."""
     __tracebackhide__ = True
@@ -77,16 +78,16 @@ def assert_no_systematic_error(actual: np.ndarray, expected: np.ndarray, *, tol:
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         err = np.where(actual == expected, 0.0, np.abs(actual - expected))
         ratio = np.where(err == 0, 0.0, err / np.broadcast_to(tol, expected.shape))[mask]
-    rms = tolerances.rms_ratio(ratio)
-    if ratio.size < tolerances.MIN_COUNT or rms <= tolerances.RMS_LIMIT:
+    rms = model.rms_ratio(ratio)
+    if ratio.size < model.MIN_COUNT or rms <= model.RMS_LIMIT:
         return rms
     signed = np.where(err == 0, 0.0, (actual - expected) / np.broadcast_to(tol, expected.shape))[mask]
     message = (f"{label(backend, op)}: systematic error: every element is within its tolerance, but the "
                f"root mean square of err/tol over the {ratio.size} compared elements is {rms:.3g} "
-               f"(limit {tolerances.RMS_LIMIT:g}; mean signed err/tol {float(np.mean(signed)):+.3g}): a small "
+               f"(limit {model.RMS_LIMIT:g}; mean signed err/tol {float(np.mean(signed)):+.3g}): a small "
                f"consistent deviation from the equation (an approximation, a misplaced constant, a lower "
                f"precision somewhere) rather than rounding {_tag(what)}")
-    record.note_failure(message, rms / tolerances.RMS_LIMIT)
+    record.note_failure(message, rms / model.RMS_LIMIT)
     raise AssertionError(message)
 
 

@@ -1,5 +1,5 @@
 """The gate's results: per-test outcomes merged from the gate plugin's records, aggregated per
-op x target, and written as a table, ``report.json`` (schema: conformance/REPORT.md),
+op x target, and written as a table, ``report.json`` (schema: conformance/gate/REPORT.md),
 ``junit.xml`` and ``report.md``.
 
 Status of one op on one target, most severe first::
@@ -7,7 +7,7 @@ Status of one op on one target, most severe first::
     crashed > timeout > nondeterministic > fail > known deviation > pass > not implemented > unsupported
     > skipped > no tests
 
-A failing test covered by a known-deviations entry (conformance/deviations.py) does not make
+A failing test covered by a known-deviations entry (conformance/gate/deviations.py) does not make
 its op fail; when every failing test of an op is covered, the op shows as "known deviation".
 """
 
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from backends.contract import OPS
-from conformance.deviations import Deviation
-from conformance.failing_cases import reproduce_command
-from conformance.features import OP_FEATURES, Requirement, label
-from conformance.gate_plugin import FAULT_START
-from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
-from conformance.record import Diagnosis
+from conformance.gate.deviations import Deviation
+from conformance.kit.failing_cases import reproduce_command
+from conformance.kit.features import OP_FEATURES, Requirement, label
+from conformance.gate.plugin import FAULT_START
+from conformance.kit.harness import NOT_IMPLEMENTED, UNSUPPORTED
+from conformance.tolerance.diagnosis import Diagnosis
 
 SCHEMA_VERSION = 1
 
@@ -66,14 +66,14 @@ class TestResult:
     failure: str = ""
     falsifying_example: str | None = None
     reproduce_blob: str | None = None
-    tolerance: str = ""  # what set the worst element's tolerance (conformance.tolerances.terms)
+    tolerance: str = ""  # what set the worst element's tolerance (conformance.tolerance.model.terms)
     doc: str = ""  # a failing test's docstring (first paragraph): what it checks, how a fixed case is made
-    inputs: str = ""  # the failing example's backend calls, readable (conformance/failing_cases.py)
+    inputs: str = ""  # the failing example's backend calls, readable (conformance/kit/failing_cases.py)
     case_file: str | None = None  # those calls saved as .npz (python -m conformance repro FILE)
     notes: list[str] = field(default_factory=list)
     deviation: Deviation | None = None
     verdict: str | None = None  # a failure's own status (NONDET), from the test's record
-    diagnosis: Diagnosis | None = None  # the convention a failing comparison follows (conformance/diagnosis.py)
+    diagnosis: Diagnosis | None = None  # the convention a failing comparison follows (conformance/tolerance/diagnosis.py)
     not_implemented: int = 0  # examples rejected as not implemented (not counted in examples)
     features: dict[str, list[Any]] = field(default_factory=dict)  # feature -> values its op ran with
 
@@ -162,7 +162,7 @@ class OpResult:
     def coverage(self) -> dict[str, Any]:
         """How much a verdict rests on: tests run (not skipped) of all the op's tests, tests not
         implemented, examples rejected as not implemented, and per feature of the op
-        (conformance/features.py) the values some test ran with and those none did (golden
+        (conformance/kit/features.py) the values some test ran with and those none did (golden
         cases record no features: none are listed for them)."""
         ran = [t for t in self.tests if t.outcome != "skipped"]
         tested: dict[str, list[Any]] = {}
@@ -203,7 +203,7 @@ class Run:
 
 
 def read_results(path: Path) -> Run:
-    """Merge the JSON lines of the gate plugin (conformance/gate_plugin.py) into one result per
+    """Merge the JSON lines of the gate plugin (conformance/gate/plugin.py) into one result per
     test. A test that started but never reported is "crashed" (the process running it died)."""
     run = Run()
     items = {}
@@ -245,7 +245,7 @@ def read_results(path: Path) -> Run:
 
 def read_faults(path: Path) -> dict[str, str]:
     """nodeid -> what faulthandler wrote while that test ran (empty for most tests), from the
-    ``FILE.faults.<worker>`` files of conformance/gate_plugin.py."""
+    ``FILE.faults.<worker>`` files of conformance/gate/plugin.py."""
     faults: dict[str, str] = {}
     for fault_file in sorted(path.parent.glob(f"{path.name}.faults.*")):
         nodeid = None
@@ -303,7 +303,7 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
                 result.notes.append(f"booked under {failed_op}, whose call failed, in {result.test} "
                                     f"(a test of {result.op})")
                 result.op = failed_op
-            if result.verdict == TIMEOUT:  # the per-call watchdog stopped a call (conformance/watchdog.py)
+            if result.verdict == TIMEOUT:  # the per-call watchdog stopped a call (conformance/kit/watchdog.py)
                 result.outcome = "timeout"
             result.falsifying_example = phase.get("falsifying_example")
             result.reproduce_blob = phase.get("reproduce_blob")
@@ -348,7 +348,7 @@ def _summary_line(text: str) -> str:
 
 
 def worst_element(message: str) -> str | None:
-    """``out[1, 2]`` from an assertion message of conformance.assertions, else None."""
+    """``out[1, 2]`` from an assertion message of conformance.kit.assertions, else None."""
     match = WORST_RE.search(message or "")
     return f"out{match.group(1) or ''}" if match else None
 
@@ -545,7 +545,7 @@ def document(*, kind: str, command: list[str], environment: dict[str, Any], sett
              errors: list[str], reasons: list[str], verdict: str, code: int, started_at: str | None = None,
              duration_s: float | None = None, known_deviations: dict[str, Any] | None = None,
              require: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The report.json document (schema: conformance/REPORT.md)."""
+    """The report.json document (schema: conformance/gate/REPORT.md)."""
     from importlib import metadata
 
     try:
