@@ -16,7 +16,8 @@ import pytest
 
 from conformance.kit import record, watchdog
 from conformance.gate import report
-from conformance.gate.cli import EXIT_INTERRUPTED, INTERRUPTED, build_parser
+from conformance.gate.cli import INTERRUPTED, build_parser
+from conformance.kit.verdicts import EXIT_INTERRUPTED
 from conformance.kit.harness import BackendFault, call_op
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,7 +32,7 @@ from backends.contract import OPS  # noqa: E402
 from backends.registry import load_backend  # noqa: E402
 from backends.torch_backend import TorchBackend  # noqa: E402
 from conformance.kit.harness import to_native  # noqa: E402
-from conformance.gate.report import FAILING  # noqa: E402
+from conformance.kit.verdicts import FAILING  # noqa: E402
 from tests import gate_runs  # noqa: E402
 from tests.mutants import catalog, model, zoo  # noqa: E402
 

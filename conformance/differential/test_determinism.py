@@ -19,8 +19,8 @@ import reference
 from backends.contract import OPS
 from conformance.kit import record
 from conformance.kit.harness import call_op, describe_call, label
+from conformance.kit.verdicts import NONDETERMINISTIC
 
-NONDETERMINISTIC = "nondeterministic"
 CALLS = 2
 
 CONFIG: dict[str, Any] = {"d_model": 16, "num_heads": 2, "d_ff": 32, "num_encoder_layers": 1,

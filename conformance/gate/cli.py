@@ -44,6 +44,7 @@ from conformance.gate import deviations as deviations_mod
 from conformance.gate import report
 from conformance.kit.failing_cases import reproduce_command
 from conformance.kit.features import Requirement, parse_requirement
+from conformance.kit.verdicts import EXIT_ERROR, EXIT_FAIL, EXIT_OK, FAILING, UNSUPPORTED, verdict
 
 SUITES = ("properties", "conformance.differential")
 PROFILES = ("dev", "ci", "thorough")
@@ -51,7 +52,6 @@ DEFAULT_TIMEOUT = {"dev": 120.0, "ci": 300.0, "thorough": 1800.0}
 """Per-test timeout in seconds by profile (``--timeout`` overrides; 0 disables)."""
 PACKAGES = ("transformer-conformance", "numpy", "scipy", "ml_dtypes", "hypothesis", "pytest", "pytest-xdist",
             "pytest-timeout", "torch")
-EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
 INTERRUPTED = "not run (interrupted)"
 SHOWN_LINES = 12  # of a shrunk example, in the terminal
 
@@ -330,7 +330,7 @@ class Gate:
         unsupported = report.unsupported_targets(results)
         tested = [t for t in targets if t not in unsupported]
         reasons = []
-        failing = [r for r in results if r.status in report.FAILING]
+        failing = [r for r in results if r.status in FAILING]
         if failing:
             reasons.append(f"{len(failing)} op result(s) failed: "
                            + ", ".join(f"{r.op} on {r.target} ({r.status})" for r in failing[:10])
@@ -347,18 +347,13 @@ class Gate:
             self.errors.append("no target of this selection is supported here: "
                                + ", ".join(unsupported) + " (every test skipped as unsupported)")
         if self.interrupted:
-            verdict, code = "interrupted", EXIT_INTERRUPTED
             reasons.append(f"interrupted by {self.interrupted}: the tests that had not finished are "
                            f"'{INTERRUPTED}'")
-        elif self.errors:
-            verdict, code = "error", EXIT_ERROR
-        elif failing or missing or (stale and a.strict_deviations):
-            verdict, code = "fail", EXIT_FAIL
-        else:
-            verdict, code = "pass", EXIT_OK
-        document = self.document(results, targets, unsupported, stale, missing, reasons, verdict, code)
+        word, code = verdict(interrupted=bool(self.interrupted), error=bool(self.errors),
+                             failed=bool(failing or missing or (stale and a.strict_deviations)))
+        document = self.document(results, targets, unsupported, stale, missing, reasons, word, code)
         paths = self.write_reports(document, run.tests)
-        self.print_summary(results, stale, reasons, verdict, code, paths)
+        self.print_summary(results, stale, reasons, word, code, paths)
         if self.args.report_dir is None and self.workdir is not None and code == EXIT_OK:
             shutil.rmtree(self.workdir, ignore_errors=True)  # our temporary pytest log and records
         return code
@@ -412,12 +407,12 @@ class Gate:
             require={"ops": [str(r) for r in a.require], "missing": missing})
         for entry in document["results"]:
             target = targets.get(entry["target"])
-            if entry["status"] in report.FAILING and target:
+            if entry["status"] in FAILING and target:
                 entry["rerun"] = rerun_command(target, entry["op"], a.profile)
         return document
 
     def unsupported_reason(self, target: str) -> str | None:
-        return next((t.skip_reason for t in self.run.tests if t.target == target and t.skip_status == report.UNSUP),
+        return next((t.skip_reason for t in self.run.tests if t.target == target and t.skip_status == UNSUPPORTED),
                     None)
 
     def write_reports(self, document: dict[str, Any], tests: list[report.TestResult]) -> list[Path]:

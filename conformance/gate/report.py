@@ -28,17 +28,12 @@ from conformance.gate.deviations import Deviation
 from conformance.kit.failing_cases import reproduce_command
 from conformance.kit.features import OP_FEATURES, Requirement, label
 from conformance.gate.plugin import FAULT_START
-from conformance.kit.harness import NOT_IMPLEMENTED, UNSUPPORTED
+from conformance.kit.verdicts import (CRASHED, FAIL, FAILING, KNOWN, NO_TESTS, NONDETERMINISTIC, NOT_IMPLEMENTED, PASS,
+                                      SKIPPED, STATUSES, TIMEOUT, UNSUPPORTED)
 from conformance.tolerance.diagnosis import Diagnosis
 
 SCHEMA_VERSION = 1
 
-# Status names, most severe first; FAILING make the gate fail.
-CRASHED, TIMEOUT, FAIL, KNOWN, PASS = "crashed", "timeout", "fail", "known deviation", "pass"
-NONDET = "nondeterministic"  # a failed test whose record says so (conformance/differential/test_determinism.py)
-NOT_IMPL, UNSUP, SKIPPED, NO_TESTS = NOT_IMPLEMENTED, UNSUPPORTED, "skipped", "no tests"
-STATUSES = (CRASHED, TIMEOUT, NONDET, FAIL, KNOWN, PASS, NOT_IMPL, UNSUP, SKIPPED, NO_TESTS)
-FAILING = frozenset({CRASHED, TIMEOUT, NONDET, FAIL})
 WORST_RE = re.compile(r"out(\[[\d, ]*\])? = ")
 THREAD_RE = re.compile(r"\n(?=(?:Current thread|Thread) 0x)")  # faulthandler's thread headers
 NOT_RUN = "not run: the pytest run ended before this test started (see pytest.log)"
@@ -72,7 +67,7 @@ class TestResult:
     case_file: str | None = None  # those calls saved as .npz (python -m conformance repro FILE)
     notes: list[str] = field(default_factory=list)
     deviation: Deviation | None = None
-    verdict: str | None = None  # a failure's own status (NONDET), from the test's record
+    verdict: str | None = None  # a failure's own status (NONDETERMINISTIC), from the test's record
     diagnosis: Diagnosis | None = None  # the convention a failing comparison follows (conformance/tolerance/diagnosis.py)
     not_implemented: int = 0  # examples rejected as not implemented (not counted in examples)
     features: dict[str, list[Any]] = field(default_factory=dict)  # feature -> values its op ran with
@@ -84,7 +79,7 @@ class TestResult:
     @property
     def skip_status(self) -> str:
         reason = self.skip_reason or ""
-        return NOT_IMPL if reason.startswith(NOT_IMPLEMENTED) else UNSUP if reason.startswith(UNSUPPORTED) else SKIPPED
+        return NOT_IMPLEMENTED if reason.startswith(NOT_IMPLEMENTED) else UNSUPPORTED if reason.startswith(UNSUPPORTED) else SKIPPED
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,8 +116,8 @@ class OpResult:
         for outcome, status in (("crashed", CRASHED), ("timeout", TIMEOUT)):
             if any(t.outcome == outcome for t in uncovered):
                 return status
-        if any(t.verdict == NONDET for t in uncovered):
-            return NONDET
+        if any(t.verdict == NONDETERMINISTIC for t in uncovered):
+            return NONDETERMINISTIC
         if any(t.outcome == "failed" for t in uncovered):
             return FAIL
         if failed:
@@ -130,7 +125,7 @@ class OpResult:
         if any(t.outcome == "passed" for t in self.tests):
             return PASS
         skips = {t.skip_status for t in self.tests if t.outcome == "skipped"}
-        for status in (NOT_IMPL, UNSUP, SKIPPED):
+        for status in (NOT_IMPLEMENTED, UNSUPPORTED, SKIPPED):
             if status in skips:
                 return status
         return NO_TESTS
@@ -172,7 +167,7 @@ class OpResult:
         golden = bool(self.tests) and all(t.kind == "golden" for t in self.tests)
         vocabulary = {} if golden else OP_FEATURES.get(self.op, {})
         return {"tests": len(self.tests), "tests_run": len(ran),
-                "tests_not_implemented": sum(t.outcome == "skipped" and t.skip_status == NOT_IMPL for t in self.tests),
+                "tests_not_implemented": sum(t.outcome == "skipped" and t.skip_status == NOT_IMPLEMENTED for t in self.tests),
                 "examples_not_implemented": sum(t.not_implemented for t in self.tests),
                 "features": {name: {"tested": [v for v in values if v in tested.get(name, [])],
                                     "not_tested": [v for v in values if v not in tested.get(name, [])]}
@@ -404,7 +399,7 @@ def missing_requirements(results: Iterable[OpResult], requirements: Sequence[Req
             features = r.coverage["features"]
             not_tested = [label(name, v) for name, v in req.wanted()
                           if v not in features.get(name, {}).get("tested", [])]
-            if r.status in (NOT_IMPL, NO_TESTS, SKIPPED) or not_tested:
+            if r.status in (NOT_IMPLEMENTED, NO_TESTS, SKIPPED) or not_tested:
                 missing.append({"op": req.op, "target": target, "status": r.status, "requirement": str(req),
                                 "not_tested": not_tested})
     return missing
@@ -416,7 +411,7 @@ def unsupported_targets(results: Iterable[OpResult]) -> list[str]:
     for r in results:
         if r.tests:
             statuses.setdefault(r.target, set()).add(r.status)
-    return [t for t, s in statuses.items() if s == {UNSUP}]
+    return [t for t, s in statuses.items() if s == {UNSUPPORTED}]
 
 
 # --- the table ---------------------------------------------------------------------------------

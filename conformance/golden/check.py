@@ -21,6 +21,7 @@ import numpy as np
 from backends.contract import OPS
 from conformance.kit import record
 from conformance.gate import report
+from conformance.kit.verdicts import EXIT_ERROR, FAILING, NOT_IMPLEMENTED, verdict
 from conformance.golden.cases import EXACT_TOKEN_DTYPES
 from conformance.kit.assertions import assert_close, assert_equal, assert_no_systematic_error
 from conformance.golden.layout import GoldenError, load_manifest, load_output, read_part, safe_path
@@ -28,7 +29,6 @@ from conformance.golden.layout import GoldenError, load_manifest, load_output, r
 OUTPUT_DTYPES = ("float64", "float32", "float16")  # what .npy holds; bfloat16 is written as float32
 ALL = "all"
 """``--require all``: every op of the manifest, every case."""
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Outcome:
         for t in self.not_implemented:
             if t.op in self.require:
                 absent.setdefault(t.op, []).append(t.test.removeprefix("golden/"))
-        return [{"op": op, "target": self.tests[0].target, "status": report.NOT_IMPL, "cases": names}
+        return [{"op": op, "target": self.tests[0].target, "status": NOT_IMPLEMENTED, "cases": names}
                 for op, names in absent.items()]
 
     def warnings(self) -> list[str]:
@@ -91,13 +91,13 @@ class Outcome:
     def verdict(self) -> tuple[str, int, list[str]]:
         """(verdict, exit status, reasons)."""
         if self.errors():
-            return "error", EXIT_ERROR, self.errors()
-        failing = [r for r in self.op_results() if r.status in report.FAILING]
+            return (*verdict(error=True), self.errors())
+        failing = [r for r in self.op_results() if r.status in FAILING]
         reasons = [f"{len(failing)} op result(s) failed: " + ", ".join(f"{r.op} ({r.status})" for r in failing)] \
             if failing else []
         reasons += [f"required but not implemented: {m['op']} (no output for {', '.join(m['cases'])})"
                     for m in self.missing()]
-        return ("fail", EXIT_FAIL, reasons) if reasons else ("pass", EXIT_OK, [])
+        return (*verdict(failed=bool(reasons)), reasons)
 
     def summary(self) -> str:
         """The console's last line, e.g. ``golden check: PASS (exit 0) at float32: 13 checked (13

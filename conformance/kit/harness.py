@@ -25,9 +25,8 @@ from hypothesis import reject
 from hypothesis.control import currently_in_test_context
 
 from conformance.kit import features, record, watchdog
+from conformance.kit.verdicts import NOT_IMPLEMENTED, UNSUPPORTED
 
-NOT_IMPLEMENTED = "not implemented"
-UNSUPPORTED = "unsupported"
 INTEGER_OPS = frozenset({"greedy_decode"})
 NOT_IMPLEMENTED_LIMIT = 50
 """Rejected examples, with no backend call run, after which a Hypothesis test is skipped as not

@@ -37,7 +37,7 @@ from hypothesis.errors import Unsatisfiable
 from backends.contract import DTYPES
 from backends.registry import BUILTINS, BackendSpecError, Target, default_targets, load_backend
 from conformance.kit import features, record
-from conformance.kit.harness import NOT_IMPLEMENTED, UNSUPPORTED
+from conformance.kit.verdicts import NOT_IMPLEMENTED, UNSUPPORTED
 
 PROFILES: dict[str, dict[str, Any]] = {
     # dev skips the explain phase: ~100 extra runs of every failing test (most of a failing

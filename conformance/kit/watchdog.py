@@ -36,6 +36,7 @@ from typing import Any
 import reference
 from backends.contract import OPS
 from conformance.kit import record
+from conformance.kit.verdicts import TIMEOUT
 
 FLOOR_S = float(os.environ.get("CONFORMANCE_CALL_TIMEOUT", "60"))
 """The watchdog's floor in seconds (environment CONFORMANCE_CALL_TIMEOUT, default 60): above a
@@ -43,7 +44,6 @@ compiled backend's first call (JAX/XLA compiles every new shape, 10-20 s for gre
 on a loaded 2-core machine)."""
 FACTOR = 100.0
 BACKSTOP_GRACE_S = 10.0
-TIMEOUT = "timeout"  # the test's verdict (report.TIMEOUT)
 
 
 class Hung(BaseException):  # noqa: N818 - not an error of ours: the backend's call was stopped
