@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 
 from conformance.gate import deviations  # noqa: E402
 from conformance.tolerance.diagnosis import Diagnosis  # noqa: E402
-from conformance.gate.report import TestResult  # noqa: E402
+from conformance.gate.tally import TestResult  # noqa: E402
 from reference import variants  # noqa: E402
 from reference.variants import CATALOGUE  # noqa: E402
 from tests.mutants import catalog, conventions  # noqa: E402

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import find, settings
 
 from conformance.kit import failing_cases
-from conformance.gate.cli import backend_versions, main
+from conformance.gate.cli import main
+from conformance.gate.runner import backend_versions
 from conformance.kit.strategies import SCALES, arrays
 
 HERE = Path(__file__).parent

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conformance.gate import report
+from conformance.gate import tally
 from conformance.gate.deviations import Deviation
 from conformance.gate.plugin import _notes_from_text
 
@@ -58,7 +59,7 @@ def run(tmp_path):
         skipped("test_a", "embedding", "not implemented: torch[float32, cpu].embedding"),
         skipped("test_a", "attention", "unsupported: torch-float32: no"),
     ]
-    return report.read_results(write_run(tmp_path, records))
+    return tally.read_results(write_run(tmp_path, records))
 
 
 def by_op(results):
@@ -66,7 +67,7 @@ def by_op(results):
 
 
 def test_statuses_examples_and_worst_ratio_per_op(run):
-    results = by_op(report.aggregate(run))
+    results = by_op(tally.aggregate(run))
     assert {op: r.status for op, r in results.items()} == {
         "softmax": "fail", "layer_norm": "pass", "embedding": "not implemented", "attention": "unsupported"}
     assert results["layer_norm"].worst_ratio == 0.75 and results["layer_norm"].examples == 200
@@ -75,23 +76,23 @@ def test_statuses_examples_and_worst_ratio_per_op(run):
 
 
 def test_every_contract_op_without_tests_is_listed_as_no_tests(run):
-    results = report.aggregate(run)
+    results = tally.aggregate(run)
     assert len(results) == 14
     assert {r.op for r in results if r.status == "no tests"} >= {"positional_encoding", "greedy_decode"}
 
 
 def test_a_failure_keeps_the_shrunk_example_blob_and_worst_element(run):
-    failure = by_op(report.aggregate(run))["softmax"].failures[0].to_json()
+    failure = by_op(tally.aggregate(run))["softmax"].failures[0].to_json()
     assert failure["message"] == MESSAGE
     assert failure["worst_element"] == "out[1, 2]"
     assert failure["falsifying_example"] == EXAMPLE and failure["reproduce_blob"] == BLOB
 
 
 def test_known_deviation_ranks_below_fail_and_above_pass(run):
-    softmax = by_op(report.aggregate(run))["softmax"]
+    softmax = by_op(tally.aggregate(run))["softmax"]
     softmax.failures[0].deviation = Deviation(backend="torch", dtype="float32", op="softmax", reason="accepted")
     assert softmax.status == "known deviation"
-    extra = report.TestResult(nodeid="x", test="x", op="softmax", kind="property", target="torch-float32",
+    extra = tally.TestResult(nodeid="x", test="x", op="softmax", kind="property", target="torch-float32",
                               outcome="failed")
     softmax.tests.append(extra)  # one more failure, not covered
     assert softmax.status == "fail"
@@ -111,7 +112,7 @@ def test_crash_and_timeout(tmp_path):
         f.write(json.dumps({"event": "start", "nodeid": lost["nodeid"]}) + "\n")
     (tmp_path / "results.jsonl.items").write_text("\n".join(json.dumps(
         {k: r[k] for k in ("nodeid", "test", "op", "kind", "target")}) for r in (crash, hang, lost)))
-    run = report.read_results(path)
+    run = tally.read_results(path)
     tests = {t.op: t for t in run.tests}
     assert tests["softmax"].outcome == "crashed"
     assert tests["softmax"].message == ("worker 'gw1' crashed while running 'properties/test_softmax.py::test_c' "
@@ -120,7 +121,7 @@ def test_crash_and_timeout(tmp_path):
     assert tests["layer_norm"].message.startswith("no result after 0:00:03 (the per-test timeout, or the per-call watchdog")
     assert 'line 40 in layer_norm' in tests["layer_norm"].failure
     assert tests["attention"].outcome == "crashed" and tests["attention"].target == "torch-float32"
-    statuses = {r.op: r.status for r in report.aggregate(run) if r.tests}
+    statuses = {r.op: r.status for r in tally.aggregate(run) if r.tests}
     assert statuses == {"softmax": "crashed", "layer_norm": "timeout", "attention": "crashed"}
 
 
@@ -128,11 +129,11 @@ def test_a_line_cut_short_by_a_dying_process_is_ignored(tmp_path):
     path = write_run(tmp_path, [passed("test_a", "softmax")])
     with path.open("a") as f:
         f.write('{"event": "report", "nodeid": "prop')
-    assert [t.outcome for t in report.read_results(path).tests] == ["passed"]
+    assert [t.outcome for t in tally.read_results(path).tests] == ["passed"]
 
 
 def test_table_rows_and_no_tests_summary(run):
-    text = report.table(report.aggregate(run))
+    text = report.table(tally.aggregate(run))
     lines = text.splitlines()
     assert lines[0].split() == ["target", "op", "status", "worst", "err/tol", "examples", "tests", "passed"]
     softmax = next(line for line in lines if " softmax " in line)
@@ -142,7 +143,7 @@ def test_table_rows_and_no_tests_summary(run):
 
 
 def document(run):
-    results = report.aggregate(run)
+    results = tally.aggregate(run)
     return report.document(kind="gate", command=["python", "-m", "conformance", "run"], environment={},
                            settings={}, targets=[{**TARGET, "status": "tested"}], results=results, tests=run.tests,
                            errors=[], reasons=["1 op result(s) failed: softmax on torch-float32 (fail)"],

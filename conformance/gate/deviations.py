@@ -148,7 +148,7 @@ def _entry(raw: dict[str, Any], path: Path, line: int, index: int) -> Deviation:
 
 def apply(deviations: list[Deviation], tests: list[Any], targets: dict[str, dict[str, str]]) -> None:
     """Set ``test.deviation`` on each failing test an entry covers (the first such entry).
-    ``tests`` are report.TestResult; ``targets`` maps target id -> {id, spec, dtype, device}."""
+    ``tests`` are tally.TestResult; ``targets`` maps target id -> {id, spec, dtype, device}."""
     diagnosed = [t for t in tests if t.failed and t.diagnosis is not None]
     explained = {(t.target, t.op, v) for t in diagnosed for v in (*t.diagnosis.variants, *t.diagnosis.alike)}
     explained |= {(t.target, t.op, None) for t in diagnosed}

@@ -16,7 +16,6 @@ import ml_dtypes
 import numpy as np
 
 import reference
-from backends.contract import DTYPES
 from conformance.tolerance import model
 
 DEFAULT_SEED = 20240611

@@ -21,6 +21,7 @@ import numpy as np
 from backends.contract import OPS
 from conformance.kit import record
 from conformance.gate import report
+from conformance.gate import tally
 from conformance.kit.verdicts import EXIT_ERROR, FAILING, NOT_IMPLEMENTED, verdict
 from conformance.golden.cases import EXACT_TOKEN_DTYPES
 from conformance.kit.assertions import assert_close, assert_equal, assert_no_systematic_error
@@ -36,7 +37,7 @@ class Outcome:
     """The result of ``check``: one TestResult per case, and what was required and found."""
 
     dtype: str | None
-    tests: list[report.TestResult] = field(default_factory=list)
+    tests: list[tally.TestResult] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     directory: str = ""
     outputs: str = ""
@@ -44,19 +45,19 @@ class Outcome:
     strays: list[str] = field(default_factory=list)  # warnings: output files that match no case
 
     @property
-    def failures(self) -> list[report.TestResult]:
+    def failures(self) -> list[tally.TestResult]:
         return [t for t in self.tests if t.failed]
 
     @property
-    def checked(self) -> list[report.TestResult]:
+    def checked(self) -> list[tally.TestResult]:
         return [t for t in self.tests if t.outcome != "skipped"]
 
     @property
-    def not_implemented(self) -> list[report.TestResult]:
+    def not_implemented(self) -> list[tally.TestResult]:
         return [t for t in self.tests if t.outcome == "skipped"]
 
-    def op_results(self) -> list[report.OpResult]:
-        return report.aggregate(report.Run(targets=self.targets(), tests=self.tests))
+    def op_results(self) -> list[tally.OpResult]:
+        return tally.aggregate(tally.Run(targets=self.targets(), tests=self.tests))
 
     def targets(self) -> list[dict[str, str]]:
         ids = dict.fromkeys(t.target for t in self.tests if t.target)
@@ -204,10 +205,10 @@ def _output_dtype(outputs: Path, loaded: dict[str, Any]) -> str | None:
 
 
 def _check_case(case: dict[str, Any], expected: dict[str, np.ndarray], path: Path, out: np.ndarray | str | None,
-                dtype: str | None) -> report.TestResult:
+                dtype: str | None) -> tally.TestResult:
     op, exact = case["op"], case["tolerance"]["class"] == "exact"
     target = f"golden-{dtype or 'exact'}"
-    result = report.TestResult(nodeid=f"golden/{case['name']}[{target}]", test=f"golden/{case['name']}", op=op,
+    result = tally.TestResult(nodeid=f"golden/{case['name']}[{target}]", test=f"golden/{case['name']}", op=op,
                                kind="golden", target=target, outcome="passed", examples=1)
     if out is None:
         result.outcome, result.skip_reason = "skipped", f"not implemented: no output file {path}"
@@ -242,7 +243,7 @@ def _check_case(case: dict[str, Any], expected: dict[str, np.ndarray], path: Pat
     return result
 
 
-def _failed(result: report.TestResult, message: str) -> report.TestResult:
+def _failed(result: tally.TestResult, message: str) -> tally.TestResult:
     result.outcome, result.message, result.failure = "failed", message, message
     return result
 

@@ -9,6 +9,7 @@
     features.py       op features (config variants, mask kinds) and what a backend supports
     watchdog.py       the per-call time limit calibrated on the reference
     failing_cases.py  a failing example's backend calls, readable and saved (.npz) to replay
+    verdicts.py       the statuses of a test or op result, and the commands' exit statuses
     pytest_plugin.py  backend and dtype selection, Hypothesis profiles, the report header
 
 May import reference, backends and conformance.tolerance; never conformance.gate.

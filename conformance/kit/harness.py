@@ -25,7 +25,7 @@ from hypothesis import reject
 from hypothesis.control import currently_in_test_context
 
 from conformance.kit import features, record, watchdog
-from conformance.kit.verdicts import NOT_IMPLEMENTED, UNSUPPORTED
+from conformance.kit.verdicts import NOT_IMPLEMENTED
 
 INTEGER_OPS = frozenset({"greedy_decode"})
 NOT_IMPLEMENTED_LIMIT = 50

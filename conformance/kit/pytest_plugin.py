@@ -34,8 +34,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import Unsatisfiable
 
+from backends import registry
 from backends.contract import DTYPES
-from backends.registry import BUILTINS, BackendSpecError, Target, default_targets, load_backend
+from backends.registry import BackendSpecError, Target, load_backend
 from conformance.kit import features, record
 from conformance.kit.verdicts import NOT_IMPLEMENTED, UNSUPPORTED
 
@@ -69,22 +70,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kind(name): property or differential")
 
 
-def _from_env(name: str) -> list[str]:
-    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
-
-
 def selected_targets(config: pytest.Config) -> list[Target]:
-    """The backend x dtype (x device) combinations chosen on the command line or environment."""
-    specs = config.getoption("backend") or _from_env("CONFORMANCE_BACKEND")
-    dtypes = config.getoption("dtype") or _from_env("CONFORMANCE_DTYPE")
-    device = config.getoption("device") or os.environ.get("CONFORMANCE_DEVICE") or None
-    bad = [d for d in dtypes if d not in DTYPES]
-    if bad:
-        raise pytest.UsageError(f"unknown dtype {bad[0]!r}; choose from {DTYPES}")
-    if not specs and not dtypes and device is None:
-        return default_targets()
-    specs = specs or list(BUILTINS)
-    return [Target(s, d, device or "cpu") for s in specs for d in (dtypes or DTYPES)]
+    """The backend x dtype (x device) combinations chosen on the command line or environment
+    (``backends.registry.selected_targets``)."""
+    try:
+        return registry.selected_targets(config.getoption("backend"), config.getoption("dtype"),
+                                         config.getoption("device"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
