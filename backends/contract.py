@@ -19,6 +19,24 @@ OPS: tuple[str, ...] = (
 )
 
 
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "layer_norm_eps": 1e-5,
+    "norm_first": False,
+    "scale_embedding": True,
+    "activation": "relu",
+}
+"""The optional config keys' defaults (CONTRACT.md, "Config"); ``final_norm`` absent or None
+means ``norm_first``."""
+
+
+def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config dict with the contract's defaults filled in (``final_norm``: ``norm_first``)."""
+    full = {**CONFIG_DEFAULTS, **config}
+    if full.get("final_norm") is None:
+        full["final_norm"] = full["norm_first"]
+    return full
+
+
 class Backend(Protocol):
     """What the suite expects of a backend (the ops are looked up by name, see OPS)."""
 

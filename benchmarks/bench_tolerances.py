@@ -236,10 +236,7 @@ def ratios(backend: Any, case: Case, prepared: tuple[list, dict, Any] | None = N
     """|out - ref| / tol at the compared positions (flattened)."""
     args, kwargs, want = prepared or expected_for(case, backend.dtype)
     got = call_op(backend, case.op, *args, shape=want.value.shape, **kwargs)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.where(got == want.value, 0.0, np.abs(got - want.value))
-        ratio = np.where(err == 0, 0.0, err / want.tol)
-    ratio = np.nan_to_num(ratio, nan=np.inf)
+    ratio = model.error_ratio(got, want.value, want.tol)
     if case.where is not None:
         return ratio[np.broadcast_to(case.where, ratio.shape)]
     return ratio.ravel()

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import LAYER_SHARE, compare, examples, realistic_params
-from conformance.kit.strategies import arrays, configs, params
+from conformance.differential._compare import LAYER_SHARE, compare, realistic_params
+from conformance.kit.strategies import arrays, budget, configs, params
 
 
 @st.composite
@@ -35,7 +35,7 @@ of 0.1). torch float32 exceeded a model without erf's rounding (1.25 x); see TOL
 
 
 @pytest.mark.op("feed_forward")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=ffn_inputs())
 @example(case=GELU_CANCELLATION)
 def test_feed_forward(backend: Any, case: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 import reference
+from reference.params import map_floats
 from conformance.tolerance import model
 
 DEFAULT_SEED = 20240611
@@ -81,7 +82,7 @@ def normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.0,
 
 
 def params(config: dict[str, Any], seed: int) -> dict[str, Any]:
-    return model.map_floats(portable, reference.init_params(config, seed))
+    return map_floats(portable, reference.init_params(config, seed))
 
 
 def part(rng: np.random.Generator, config: dict[str, Any], *path: str | int) -> Any:

@@ -45,11 +45,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
         raise AssertionError(f"{label(backend, op)}: expected shape {expected.shape}, got {actual.shape} {_tag(what)}")
     tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), expected.shape)
     mask = np.ones(expected.shape, bool) if where is None else np.broadcast_to(where, expected.shape)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        err = np.abs(actual - expected)
-        err = np.where(actual == expected, 0.0, np.where(np.isnan(err), np.inf, err))  # equal infinities: 0
-        ratio = np.where(err == 0, 0.0, np.where(tol > 0, err / tol, np.inf))
-    ratio = np.where(mask, ratio, 0.0)
+    ratio = np.where(mask, model.error_ratio(actual, expected, tol), 0.0)
     worst = int(np.argmax(ratio)) if ratio.size else 0
     worst_ratio = float(ratio.flat[worst]) if ratio.size else 0.0
     record.note_ratio(worst_ratio)
@@ -75,13 +71,12 @@ def assert_no_systematic_error(actual: np.ndarray, expected: np.ndarray, *, tol:
     __tracebackhide__ = True
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     mask = np.ones(expected.shape, bool) if where is None else np.broadcast_to(where, expected.shape)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        err = np.where(actual == expected, 0.0, np.abs(actual - expected))
-        ratio = np.where(err == 0, 0.0, err / np.broadcast_to(tol, expected.shape))[mask]
+    ratio = model.error_ratio(actual, expected, tol)[mask]
     rms = model.rms_ratio(ratio)
     if ratio.size < model.MIN_COUNT or rms <= model.RMS_LIMIT:
         return rms
-    signed = np.where(err == 0, 0.0, (actual - expected) / np.broadcast_to(tol, expected.shape))[mask]
+    with np.errstate(invalid="ignore"):
+        signed = np.where(actual == expected, 0.0, (actual - expected) / np.broadcast_to(tol, expected.shape))[mask]
     message = (f"{label(backend, op)}: systematic error: every element is within its tolerance, but the "
                f"root mean square of err/tol over the {ratio.size} compared elements is {rms:.3g} "
                f"(limit {model.RMS_LIMIT:g}; mean signed err/tol {float(np.mean(signed)):+.3g}): a small "

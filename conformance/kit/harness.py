@@ -26,6 +26,7 @@ from hypothesis.control import currently_in_test_context
 
 from conformance.kit import features, record, watchdog
 from conformance.kit.verdicts import NOT_IMPLEMENTED
+from reference.params import leaves, map_leaves
 
 INTEGER_OPS = frozenset({"greedy_decode"})
 NOT_IMPLEMENTED_LIMIT = 50
@@ -69,13 +70,7 @@ def describe_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
 
 def to_native(backend: Any, tree: Any) -> Any:
     """Every NumPy array leaf of a nested dict/list converted with ``backend.asarray``."""
-    if isinstance(tree, np.ndarray):
-        return backend.asarray(tree)
-    if isinstance(tree, Mapping):
-        return {k: to_native(backend, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(to_native(backend, v) for v in tree)
-    return tree
+    return map_leaves(lambda a: backend.asarray(a) if isinstance(a, np.ndarray) else a, tree)
 
 
 def require_op(backend: Any, op: str) -> None:
@@ -141,20 +136,8 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
 
 def _snapshot(backend: Any, tree: Any) -> list[np.ndarray]:
     """Copies of every native array leaf, to detect in-place mutation."""
-    leaves: list[np.ndarray] = []
-    _collect(backend, tree, leaves)
-    return leaves
-
-
-def _collect(backend: Any, tree: Any, leaves: list[np.ndarray]) -> None:
-    if isinstance(tree, Mapping):
-        for v in tree.values():
-            _collect(backend, v, leaves)
-    elif isinstance(tree, (list, tuple)):
-        for v in tree:
-            _collect(backend, v, leaves)
-    elif not isinstance(tree, (str, int, float, bool, type(None))):
-        leaves.append(np.array(backend.to_numpy(tree), copy=True))
+    return [np.array(backend.to_numpy(x), copy=True) for x in leaves(tree)
+            if not isinstance(x, (str, int, float, bool, type(None)))]
 
 
 def _check_unchanged(backend: Any, op: str, before: list[np.ndarray], tree: Any) -> None:

@@ -14,15 +14,35 @@ would let the shrinker trade the failure it found for another one.
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import numpy as np
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import reference
 from conformance.kit import features
 from conformance.kit.harness import not_implemented
+
+NO_SHRINK_VARIABLE = "PROPERTIES_NO_SHRINK"
+"""Environment variable: when set (to anything but "" or "0"), tests skip Hypothesis' shrink and
+explain phases and report the first failing example as found. For runs where only the verdict
+matters (tests/test_properties_catch_mutants.py), where shrinking dominates."""
+
+
+def budget(share: float) -> settings:
+    """Settings running ``share`` of the active profile's max_examples (at least 10), so that a
+    suite's tests are sized by their cost (each suite sets its shares: properties/strategies.py,
+    conformance/differential/_compare.py). Applied at import (collection) time, after the
+    profile is loaded."""
+    phases = settings.default.phases
+    if os.environ.get(NO_SHRINK_VARIABLE, "") not in ("", "0"):
+        phases = tuple(phase for phase in phases if phase not in (Phase.shrink, Phase.explain))
+    return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)), phases=phases)
+
 
 SCALES = (1.0, 0.1, 10.0)
 seeds = st.integers(0, 2**32 - 1)

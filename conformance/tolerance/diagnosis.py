@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.tolerance.model import MIN_COUNT, RMS_LIMIT, expected, reference_value, rms_ratio
+from conformance.tolerance.model import MIN_COUNT, RMS_LIMIT, error_ratio, expected, reference_value, rms_ratio
 from reference import variants
 from reference.config import as_config
 from reference.precision import unit_roundoff
@@ -233,9 +233,7 @@ class _Case:
             tol = own
         else:  # structural, with a numerical one's rounding if paired (Marian's [sin | cos] table in float32)
             tol = np.maximum.reduce([_row_max(self.tol), _row_max(self.unmasked_tol), _row_max(own)])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err = np.where(self.actual == value, 0.0, np.abs(self.actual - value))
-            ratio = np.nan_to_num(np.where(err == 0, 0.0, err / tol), nan=np.inf)[where]
+        ratio = error_ratio(self.actual, value, tol)[where]
         return bool(np.all(ratio <= 1.0)) and (ratio.size < MIN_COUNT or rms_ratio(ratio) <= RMS_LIMIT)
 
     def own_tol(self, ids: tuple[str, ...], value: np.ndarray) -> np.ndarray:
