@@ -44,11 +44,13 @@ def passed(name, op, examples=100, ratio=0.25):
 def failed(name, op):
     return rec(name, op, "failed", failure=f"E   AssertionError: {MESSAGE}\nE   {EXAMPLE}", falsifying_example=EXAMPLE,
                reproduce_blob=BLOB,
-               conformance={"examples": 37, "worst_ratio": 1.67e6, "failure": MESSAGE, "notes": []})
+               conformance={"examples": 37, "worst_ratio": 1.67e6, "failure": MESSAGE, "worst_element": "out[1, 2]",
+                            "notes": []})
 
 
 def skipped(name, op, reason):
-    return rec(name, op, "skipped", when="setup", skip_reason=reason)
+    kind = next((k for k in ("not implemented", "unsupported") if reason.startswith(k)), None)
+    return rec(name, op, "skipped", when="setup", skip_reason=reason, skip_kind=kind)
 
 
 @pytest.fixture
@@ -187,3 +189,15 @@ def test_hypothesis_notes_are_recovered_from_a_printed_traceback():
     notes = _notes_from_text(text)
     assert notes[0] == "Failing test case: test_a(\n    x=10,\n)"
     assert BLOB in notes[1]
+
+
+def test_the_skip_kind_and_the_worst_element_are_fields_of_the_record_not_parsed_from_text(tmp_path):
+    """The gate reads what the workers wrote as fields (conformance.kit.harness.Skip's kind, the
+    assertion helpers' element): a reason that only looks like "unsupported" is a plain skip."""
+    kinds = [rec("test_a", "softmax", "skipped", when="setup", skip_reason="unsupported: lookalike"),
+             rec("test_a", "embedding", "skipped", when="setup", skip_reason="no ids", skip_kind="not implemented"),
+             rec("test_a", "layer_norm", "failed", failure="E   boom",
+                 conformance={"examples": 1, "worst_ratio": 2.0, "failure": "gap = 3", "worst_element": "gap[0, 1]"})]
+    results = by_op(tally.aggregate(tally.read_results(write_run(tmp_path, kinds))))
+    assert results["softmax"].status == "skipped" and results["embedding"].status == "not implemented"
+    assert results["layer_norm"].failures[0].to_json()["worst_element"] == "gap[0, 1]"

@@ -17,9 +17,11 @@ Records (one JSON object per line, ``"event"`` says which):
   (skips: "not implemented", "unsupported"; errors), a ``teardown`` that failed, and the
   report xdist makes for a test whose worker crashed (``when = "???"``). Fields: nodeid, test
   (nodeid without the parameter part), target (id, spec, dtype, device), op, kind, when,
-  outcome, skip_reason, duration, conformance (the record of conformance.kit.record), failure (the
-  failure text), falsifying_example, reproduce_blob, doc (a failing test's docstring, first paragraph), case_file (the failing example's backend
-  calls saved by the worker as ``cases/<test>.npz`` beside FILE: conformance/kit/failing_cases.py).
+  outcome, skip_reason, skip_kind ("not implemented" or "unsupported" for the suite's own skips,
+  conformance.kit.harness.Skip; null for any other), duration, conformance (the record of
+  conformance.kit.record), failure (the failure text), falsifying_example, reproduce_blob, doc (a
+  failing test's docstring, first paragraph), case_file (the failing example's backend calls
+  saved by the worker as ``cases/<test>.npz`` beside FILE: conformance/kit/failing_cases.py).
 - ``collect_error``: a test module that could not be collected.
 
 The item details (target, op, kind) are written by the worker that collected the tests into
@@ -54,6 +56,7 @@ import pytest
 from hypothesis import Phase, settings
 
 from conformance.kit import failing_cases, watchdog
+from conformance.kit.verdicts import SKIP_KEY
 
 GATE_KEY = "conformance_gate"
 FAULT_START = "== start "
@@ -388,6 +391,7 @@ def report_record(report: pytest.TestReport) -> dict[str, Any]:
         "when": report.when,
         "outcome": report.outcome,
         "skip_reason": skip_reason,
+        "skip_kind": props.get(SKIP_KEY) if report.skipped else None,
         "duration": round(float(report.duration or 0.0), 6),
         "conformance": props.get("conformance"),
         "failure": failure,

@@ -42,7 +42,6 @@ from conformance.tolerance.diagnosis import Diagnosis
 
 SCHEMA_VERSION = 1
 
-WORST_RE = re.compile(r"out(\[[\d, ]*\])? = ")
 THREAD_RE = re.compile(r"\n(?=(?:Current thread|Thread) 0x)")  # faulthandler's thread headers
 NOT_RUN = "not run: the pytest run ended before this test started (see pytest.log)"
 MAX_TEXT = 4000  # characters of failure text kept per test in report.json / report.md
@@ -62,10 +61,12 @@ class TestResult:
     target: str | None
     outcome: str  # passed, failed, crashed, timeout, skipped
     skip_reason: str | None = None
+    skip_kind: str | None = None  # NOT_IMPLEMENTED or UNSUPPORTED, as the test's record or set-up said
     duration: float = 0.0
     examples: int = 0
     worst_ratio: float | None = None
     message: str = ""
+    worst_element: str | None = None  # the failing element, as the assertion helpers named it: out[1, 2]
     failure: str = ""
     falsifying_example: str | None = None
     reproduce_blob: str | None = None
@@ -86,15 +87,14 @@ class TestResult:
 
     @property
     def skip_status(self) -> str:
-        reason = self.skip_reason or ""
-        return NOT_IMPLEMENTED if reason.startswith(NOT_IMPLEMENTED) else UNSUPPORTED if reason.startswith(UNSUPPORTED) else SKIPPED
+        return self.skip_kind if self.skip_kind in (NOT_IMPLEMENTED, UNSUPPORTED) else SKIPPED
 
     def to_json(self) -> dict[str, Any]:
         return {
             "nodeid": self.nodeid, "test": self.test, "kind": self.kind, "outcome": self.outcome,
             "skip_reason": self.skip_reason, "duration_s": round(self.duration, 4), "examples": self.examples,
             "worst_ratio": finite(self.worst_ratio), "message": self.message,
-            "worst_element": worst_element(self.message),
+            "worst_element": self.worst_element,
             "falsifying_example": clip(self.falsifying_example, MAX_EXAMPLE) if self.falsifying_example else None,
             "reproduce_blob": self.reproduce_blob,
             "doc": self.doc or None,
@@ -295,10 +295,12 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
         result.notes += [n for n in rec.get("notes", []) if n not in result.notes]
         if phase["outcome"] == "skipped" and result.outcome == "passed":
             result.outcome, result.skip_reason = "skipped", phase.get("skip_reason")
+            result.skip_kind = phase.get("skip_kind")
         elif phase["outcome"] == "failed" and not result.failed:
             text = phase.get("failure") or ""
             result.outcome, result.failure = "failed", text
             result.message = rec.get("failure") or _summary_line(text)
+            result.worst_element = rec.get("worst_element") or None
             result.verdict = rec.get("verdict") or None
             result.diagnosis = Diagnosis.from_json(rec["diagnosis"]) if rec.get("diagnosis") else None
             failed_op = rec.get("failed_op") or None
@@ -348,12 +350,6 @@ def _summary_line(text: str) -> str:
     errors = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
     lines = [line for line in errors if line] or [line for line in text.strip().splitlines() if line.strip()]
     return (lines[0] if errors else lines[-1]) if lines else ""
-
-
-def worst_element(message: str) -> str | None:
-    """``out[1, 2]`` from an assertion message of conformance.kit.assertions, else None."""
-    match = WORST_RE.search(message or "")
-    return f"out{match.group(1) or ''}" if match else None
 
 
 def aggregate(run: Run, *, ops: Sequence[str] = ()) -> list[OpResult]:

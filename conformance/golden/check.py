@@ -239,7 +239,7 @@ def _check_case(case: dict[str, Any], expected: dict[str, np.ndarray], path: Pat
                                            where=expected["compare"])
         except AssertionError as exc:
             _failed(result, str(exc))
-    result.worst_ratio = seen.worst_ratio
+    result.worst_ratio, result.worst_element = seen.worst_ratio, seen.worst_element or None
     return result
 
 

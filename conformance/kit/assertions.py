@@ -55,10 +55,11 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
     a, e, t = (float(v.flat[worst]) for v in (actual, expected, tol))
     d = abs(a - e)
     rel = d / abs(e) if e != 0 else np.inf
-    message = (f"{label(backend, op)}: out{_index(worst, expected.shape)} = {a!r} but should be {e!r} "
+    element = f"out{_index(worst, expected.shape)}"
+    message = (f"{label(backend, op)}: {element} = {a!r} but should be {e!r} "
                f"(abs err {d:.3g}, rel err {rel:.3g}, tolerance {t:.3g}, {worst_ratio:.3g} x over); "
                f"{failing} of {int(mask.sum())} compared elements exceed their tolerance {_tag(what)}")
-    record.note_failure(message, worst_ratio)
+    record.note_failure(message, worst_ratio, element=element)
     raise ToleranceExceeded(message, tuple(int(i) for i in np.unravel_index(worst, expected.shape)))
 
 
@@ -103,9 +104,10 @@ def assert_true(condition: np.ndarray, *, values: np.ndarray, backend: Any, op: 
         return
     first = int(np.argmin(condition.ravel()))
     value = np.broadcast_to(values, condition.shape).flat[first].item()
-    message = (f"{label(backend, op)}: {name}{_index(first, condition.shape)} = {value!r} violates {what}; "
+    element = f"{name}{_index(first, condition.shape)}"
+    message = (f"{label(backend, op)}: {element} = {value!r} violates {what}; "
                f"{int(np.count_nonzero(~condition))} of {condition.size} elements do")
-    record.note_failure(message, np.inf)
+    record.note_failure(message, np.inf, element=element)
     raise AssertionError(message)
 
 

@@ -17,7 +17,7 @@ when Hypothesis runs out of examples to try: conformance/kit/pytest_plugin.py). 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -77,20 +77,34 @@ def require_op(backend: Any, op: str) -> None:
     """Skip with reason "not implemented" when the backend has no ``op``, or declares it
     unsupported (``supports(op)`` false)."""
     if not callable(getattr(backend, op, None)) or not features.supports(backend, op):
-        pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)}")
+        skip(NOT_IMPLEMENTED, label(backend, op))
 
 
 def not_implemented(backend: Any, op: str, why: str) -> None:
     """This input is not implemented: reject the example inside a Hypothesis test (skip the
     test once NOT_IMPLEMENTED_LIMIT examples were rejected and no backend call ran), else
     skip. Never returns."""
-    reason = f"{NOT_IMPLEMENTED}: {label(backend, op)} {why}"
+    reason = f"{label(backend, op)} {why}"
     if not currently_in_test_context():
-        pytest.skip(reason)
+        skip(NOT_IMPLEMENTED, reason)
     rec = record.note_not_implemented()
     if rec is not None and rec.calls == 0 and rec.not_implemented >= NOT_IMPLEMENTED_LIMIT:
-        pytest.skip(f"{reason} (all {rec.not_implemented} examples drawn)")
+        skip(NOT_IMPLEMENTED, f"{reason} (all {rec.not_implemented} examples drawn)")
     reject()
+
+
+class Skip(pytest.skip.Exception):
+    """A skip of a known kind (NOT_IMPLEMENTED or UNSUPPORTED): its reason reads ``kind: reason``
+    and the pytest plugin puts the kind in the test's report (SKIP_KEY), which the gate reads."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+
+
+def skip(kind: str, reason: str) -> NoReturn:
+    """Skip the running test (or the fixture setting it up) as ``kind``."""
+    raise Skip(kind, reason)
 
 
 def call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = None, **kwargs: Any) -> np.ndarray:

@@ -20,6 +20,7 @@ class Record:
     examples: int = 0
     worst_ratio: float = 0.0
     failure: str = ""
+    worst_element: str = ""  # the last failure's element as the assertion helpers name it: out[1, 2]
     notes: list[str] = field(default_factory=list)
     verdict: str = ""  # a failure's own status instead of "fail", e.g. "nondeterministic" (report.py)
     diagnosis: Diagnosis | None = None
@@ -97,11 +98,11 @@ def note_ratio(ratio: float) -> None:
         rec.worst_ratio = max(rec.worst_ratio, ratio)
 
 
-def note_failure(message: str, ratio: float) -> None:
-    """Keep the message and the calls of the last failure (Hypothesis replays the shrunk
-    example last)."""
+def note_failure(message: str, ratio: float, *, element: str = "") -> None:
+    """Keep the message, the failing element (``out[1, 2]``) and the calls of the last failure
+    (Hypothesis replays the shrunk example last)."""
     if (rec := _current.get()) is not None:
-        rec.failure, rec.pending_tolerance = message, None
+        rec.failure, rec.worst_element, rec.pending_tolerance = message, element, None
         rec.failing_calls = list(rec.example_calls)
         rec.worst_ratio = max(rec.worst_ratio, ratio)
 

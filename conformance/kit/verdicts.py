@@ -19,6 +19,9 @@ SKIPPED = "skipped"
 NO_TESTS = "no tests"
 STATUSES = (CRASHED, TIMEOUT, NONDETERMINISTIC, FAIL, KNOWN, PASS, NOT_IMPLEMENTED, UNSUPPORTED, SKIPPED, NO_TESTS)
 FAILING = frozenset({CRASHED, TIMEOUT, NONDETERMINISTIC, FAIL})
+SKIP_KEY = "conformance_skip"
+"""The report property that says why a test skipped: NOT_IMPLEMENTED or UNSUPPORTED
+(conformance.kit.harness.Skip); absent for any other skip."""
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
 """Exit statuses of ``python -m conformance run`` (and 0-2 of ``golden check``): pass, fail,
