@@ -8,15 +8,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from backends.ops import RECORDS
+
 CONTRACT_VERSION = 1
 
 DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 
-OPS: tuple[str, ...] = (
-    "softmax", "positional_encoding", "embedding", "layer_norm", "attention",
-    "attention_weights", "multi_head_attention", "feed_forward", "encoder_layer",
-    "decoder_layer", "encode", "decode", "forward", "greedy_decode",
-)
+OPS: tuple[str, ...] = tuple(RECORDS)
+"""The contract's ops, in order: softmax, positional_encoding, embedding, layer_norm, attention,
+attention_weights, multi_head_attention, feed_forward, encoder_layer, decoder_layer, encode,
+decode, forward, greedy_decode (one record each in backends/ops.py)."""
 
 
 CONFIG_DEFAULTS: dict[str, Any] = {

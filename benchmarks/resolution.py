@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import reference  # noqa: E402
 from conformance.tolerance import model  # noqa: E402
-from benchmarks.bench_tolerances import GENERATORS, Case, expected_for, random_case  # noqa: E402
+from backends.ops import Case  # noqa: E402
+from benchmarks.bench_tolerances import MEASURED, expected_for, random_case  # noqa: E402
 from reference.precision import DTYPES, rounded  # noqa: E402
 
 POWERS = range(0, 31)
@@ -91,7 +92,7 @@ def gelu_cases(rng: np.random.Generator, count: int) -> list[Case]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=30, help="small random cases per op (plus a fifth as many deep)")
-    parser.add_argument("--ops", nargs="*", default=list(GENERATORS))
+    parser.add_argument("--ops", nargs="*", default=list(MEASURED))
     parser.add_argument("--seed", type=int, default=0)
     parsed = parser.parse_args()
     print(f"rule: {model.describe()}\n")

@@ -14,7 +14,7 @@ model, the gate application and golden vectors, one package each, by audience.
     conformance/differential/ the differential tests themselves (pytest modules)
     conformance/known_deviations/  the shipped known-deviations files of the library adapters
 
-Imports go one way: tolerance needs only reference; kit may import tolerance and backends;
+Imports go one way: tolerance needs only reference and the op records (backends/ops.py); kit may import tolerance and backends;
 gate and golden may import kit and tolerance (golden's check also the gate's tally and report,
 whose files it writes); the test suites never import gate. The properties' own a-priori bounds (a backend against itself) are
 properties/tolerances.py, a separate idea from the tolerance model here.

@@ -26,16 +26,17 @@ import pytest
 
 import reference
 from backends.numpy_backend import NumpyBackend
+from backends.ops import Case
 from backends.registry import load_backend
 from conformance.tolerance import error_bounds, model
 from benchmarks.bench_tolerances import (
-    GENERATORS, Case, case_d_model, expected_for, informative, random_case, worst_ratio,
+    MEASURED, case_d_model, expected_for, informative, random_case, worst_ratio,
 )
 from conformance.differential._compare import compare, compare_greedy
 from conformance.tolerance.model import expected, min_d_model, rounded_inputs
 from tests.mutants.precision import Float32Inside
 
-OPS = list(GENERATORS)
+OPS = list(MEASURED)
 CORRECT = [("torch", "float64"), ("torch", "float32"), ("torch", "bfloat16"), ("torch", "float16"),
            ("numpy", "float32"), ("numpy", "float16"), ("numpy", "bfloat16")]
 CASES_PER_OP = 4

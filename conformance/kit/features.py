@@ -35,36 +35,14 @@ import numpy as np
 
 import reference
 from backends.contract import OPS
+from backends.ops import ATTENTION_KINDS, KEY_PADDED_KINDS, PADDING_KINDS, RECORDS  # noqa: F401 - the kinds, for importers
 
 FeatureValue = bool | str
 
-PADDING_KINDS: tuple[str, ...] = ("none", "all_real", "right", "left", "holes")
-"""Kinds of a (B, S) padding mask, simplest first."""
-
-ATTENTION_KINDS: tuple[str, ...] = ("none", "all_real", "arbitrary")
-"""Kinds of an (..., Sq, Sk) attention mask of attention / attention_weights."""
-
-KEY_PADDED_KINDS: tuple[str, ...] = PADDING_KINDS + ("arbitrary",)
-"""Kinds of a mask that may be a full pattern or key padding (B, 1, Sk): multi-head attention
-and the layers."""
-
-BOOL = (False, True)
-_CONFIG = {"norm_first": BOOL, "activation": ("relu", "gelu")}
-_STACK = {**_CONFIG, "final_norm": BOOL, "scale_embedding": (True, False)}
-
 OP_FEATURES: dict[str, dict[str, tuple[FeatureValue, ...]]] = {
-    "attention": {"mask": ATTENTION_KINDS},
-    "attention_weights": {"mask": ATTENTION_KINDS},
-    "multi_head_attention": {"mask": KEY_PADDED_KINDS},
-    "feed_forward": {"activation": ("relu", "gelu")},
-    "encoder_layer": {**_CONFIG, "mask": KEY_PADDED_KINDS},
-    "decoder_layer": {**_CONFIG, "self_mask": KEY_PADDED_KINDS, "cross_mask": KEY_PADDED_KINDS},
-    "encode": {**_STACK, "src_mask": PADDING_KINDS},
-    "decode": {**_STACK, "src_mask": PADDING_KINDS, "tgt_mask": PADDING_KINDS},
-    "forward": {**_STACK, "src_mask": PADDING_KINDS, "tgt_mask": PADDING_KINDS},
-    "greedy_decode": {**_STACK, "src_mask": PADDING_KINDS},
-}
-"""op -> feature -> its values (simplest first). Ops not listed have no features."""
+    op: dict(r.features) for op, r in RECORDS.items() if r.features}
+"""op -> feature -> its values (simplest first), from the op records (backends/ops.py). Ops not
+listed have no features."""
 
 MASK_ARGUMENTS = frozenset({"mask", "self_mask", "cross_mask", "src_mask", "tgt_mask"})
 CONFIG_FEATURES = ("norm_first", "final_norm", "scale_embedding", "activation")

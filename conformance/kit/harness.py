@@ -24,11 +24,13 @@ import pytest
 from hypothesis import reject
 from hypothesis.control import currently_in_test_context
 
+from backends.ops import IDS, RECORDS
 from conformance.kit import features, record, watchdog
 from conformance.kit.verdicts import NOT_IMPLEMENTED
 from reference.params import leaves, map_leaves
 
-INTEGER_OPS = frozenset({"greedy_decode"})
+INTEGER_OPS = frozenset(op for op, r in RECORDS.items() if r.output == IDS)
+"""Ops whose output is token ids, compared exactly (backends/ops.py)."""
 NOT_IMPLEMENTED_LIMIT = 50
 """Rejected examples, with no backend call run, after which a Hypothesis test is skipped as not
 implemented (Hypothesis itself would try 458)."""

@@ -8,5 +8,5 @@ float64 reference, per element (TOLERANCES.md has the derivation and its constan
                       comparison (VARIANTS.md)
 
 A property's a-priori bound for a backend against itself is another idea, in
-properties/tolerances.py. May import reference only (and the Diagnosis record it returns).
+properties/tolerances.py. May import reference and the op records (backends/ops.py) only.
 """

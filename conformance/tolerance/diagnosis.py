@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from backends.ops import RECORDS
 from conformance.tolerance.model import MIN_COUNT, RMS_LIMIT, error_ratio, expected, reference_value, rms_ratio
 from reference import variants
 from reference.config import as_config
@@ -68,18 +69,8 @@ class Diagnosis:
         return cls(**{**data, "variants": tuple(data.get("variants", ())), "alike": tuple(data.get("alike", ()))})
 
 
-PARTS: dict[str, tuple[str, ...]] = {
-    "attention_weights": ("softmax",),
-    "attention": ("attention_weights",),
-    "multi_head_attention": ("attention",),
-    "encoder_layer": ("multi_head_attention", "feed_forward", "layer_norm"),
-    "decoder_layer": ("multi_head_attention", "feed_forward", "layer_norm"),
-    "encode": ("encoder_layer", "positional_encoding", "embedding", "layer_norm"),
-    "decode": ("decoder_layer", "positional_encoding", "embedding", "layer_norm"),
-    "forward": ("encode", "decode"),
-    "greedy_decode": ("forward",),
-}
-"""op -> the contract ops the reference builds it from (directly)."""
+PARTS: dict[str, tuple[str, ...]] = {op: r.parts for op, r in RECORDS.items() if r.parts}
+"""op -> the contract ops the reference builds it from (directly), from the op records."""
 
 PAIR_OPS = frozenset({"positional_encoding", "encoder_layer", "decoder_layer", "encode", "decode", "forward"})
 """Ops whose failures may need two conventions at once: the model-level ops, and the positional
