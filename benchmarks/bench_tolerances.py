@@ -87,7 +87,7 @@ def _softmax(rng: np.random.Generator, deep: bool) -> Case:
     x = _normal(rng, shape, float(rng.choice(SCALES + (100.0,))))
     x[rng.random(shape) < 0.1] = -np.inf
     axis = int(rng.integers(-len(shape), len(shape)))
-    return Case("softmax", [x], {"axis": axis}, axis=axis)
+    return Case("softmax", [x], {"axis": axis})
 
 
 def _positional_encoding(rng: np.random.Generator, deep: bool) -> Case:

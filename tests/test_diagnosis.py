@@ -68,7 +68,7 @@ def test_every_variant_has_a_mutant_and_a_source() -> None:
     assert set(conventions.BY_VARIANT) == set(CATALOGUE)
     assert all(name in catalog.ALL for name, _ in conventions.BY_VARIANT.values())
     assert all(v.links and all(link.startswith("https://") for link in v.links) for v in CATALOGUE.values())
-    listed = (Path(__file__).resolve().parents[1] / "conformance" / "VARIANTS.md").read_text(encoding="utf-8")
+    listed = (Path(__file__).resolve().parents[1] / "conformance" / "tolerance" / "VARIANTS.md").read_text(encoding="utf-8")
     missing = [text for v in CATALOGUE.values() for text in (f"| `{v.id}` |", *v.links) if text not in listed]
     assert not missing, f"conformance/tolerance/VARIANTS.md does not list: {missing}"
 
