@@ -1,3 +1,3 @@
 """The suite's pytest options, Hypothesis profiles and report header live in one plugin."""
 
-pytest_plugins = ["conformance.pytest_plugin"]
+pytest_plugins = ["conformance.kit.pytest_plugin"]

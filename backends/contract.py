@@ -8,15 +8,34 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from backends.ops import RECORDS
+
 CONTRACT_VERSION = 1
 
 DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 
-OPS: tuple[str, ...] = (
-    "softmax", "positional_encoding", "embedding", "layer_norm", "attention",
-    "attention_weights", "multi_head_attention", "feed_forward", "encoder_layer",
-    "decoder_layer", "encode", "decode", "forward", "greedy_decode",
-)
+OPS: tuple[str, ...] = tuple(RECORDS)
+"""The contract's ops, in order: softmax, positional_encoding, embedding, layer_norm, attention,
+attention_weights, multi_head_attention, feed_forward, encoder_layer, decoder_layer, encode,
+decode, forward, greedy_decode (one record each in backends/ops.py)."""
+
+
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "layer_norm_eps": 1e-5,
+    "norm_first": False,
+    "scale_embedding": True,
+    "activation": "relu",
+}
+"""The optional config keys' defaults (CONTRACT.md, "Config"); ``final_norm`` absent or None
+means ``norm_first``."""
+
+
+def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config dict with the contract's defaults filled in (``final_norm``: ``norm_first``)."""
+    full = {**CONFIG_DEFAULTS, **config}
+    if full.get("final_norm") is None:
+        full["final_norm"] = full["norm_first"]
+    return full
 
 
 class Backend(Protocol):

@@ -63,7 +63,7 @@ from torch import nn
 
 from backends._torch_common import to_numpy, to_tensor, torch_device, torch_dtype
 from backends.contract import supports_from
-from backends.torch_backend import with_defaults
+from backends.contract import with_defaults
 from backends.torch_nn import linear_state, loaded, norm_state, prefixed
 
 marian: Any = None  # transformers.models.marian.modeling_marian, bound by _import_marian()

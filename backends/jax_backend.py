@@ -46,6 +46,8 @@ from typing import Any, TypeVar
 import ml_dtypes
 import numpy as np
 
+from backends.contract import with_defaults
+
 jax: Any = None  # the modules, bound by _import_jax() the first time the factory runs
 jnp: Any = None
 linen: Any = None
@@ -54,21 +56,7 @@ Array = Any
 Params = Mapping[str, Any]
 Config = Mapping[str, Any]
 
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "layer_norm_eps": 1e-5,
-    "norm_first": False,
-    "scale_embedding": True,
-    "activation": "relu",
-}
 _NUMPY_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
-
-
-def with_defaults(config: Config) -> dict[str, Any]:
-    """The config with the contract's defaults (``final_norm`` absent or None = ``norm_first``)."""
-    full = {**CONFIG_DEFAULTS, **config}
-    if full.get("final_norm") is None:
-        full["final_norm"] = full["norm_first"]
-    return full
 
 
 def _import_jax() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 import reference
+from backends.contract import OPS
 from reference.precision import DTYPES, rounded
 
 
@@ -40,20 +41,9 @@ class NumpyBackend:
     def to_numpy(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x)
 
-    softmax = _delegate("softmax")
-    positional_encoding = _delegate("positional_encoding")
-    embedding = _delegate("embedding")
-    layer_norm = _delegate("layer_norm")
-    attention = _delegate("attention")
-    attention_weights = _delegate("attention_weights")
-    multi_head_attention = _delegate("multi_head_attention")
-    feed_forward = _delegate("feed_forward")
-    encoder_layer = _delegate("encoder_layer")
-    decoder_layer = _delegate("decoder_layer")
-    encode = _delegate("encode")
-    decode = _delegate("decode")
-    forward = _delegate("forward")
-    greedy_decode = _delegate("greedy_decode")
+
+for _op in OPS:  # every contract op: reference.<op> at the backend's dtype
+    setattr(NumpyBackend, _op, _delegate(_op))
 
 
 def _check_device(device: str) -> None:

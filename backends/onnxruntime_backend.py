@@ -66,7 +66,7 @@ _NUMPY_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.flo
 RESIDUAL_OPS = ("encoder_layer", "decoder_layer", "encode", "decode", "forward", "greedy_decode")
 """The ops with a residual Add before a LayerNormalization: SkipLayerNormalization when fused."""
 GELU_OPS = ("feed_forward", "encoder_layer", "decoder_layer", "encode", "decode", "forward", "greedy_decode")
-"""The ops whose ``activation`` may be gelu (conformance/features.py)."""
+"""The ops whose ``activation`` may be gelu (conformance/kit/features.py)."""
 CACHE_SIZE = 256
 
 

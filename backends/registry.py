@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from backends.contract import Backend, Factory
+from backends.contract import DTYPES, Backend, Factory
 
 ENTRY_POINT_GROUP = "transformer_conformance.backends"
 
@@ -144,3 +146,24 @@ def default_targets() -> list[Target]:
            Target("torch", "float64"), Target("torch", "float32"), Target("torch", "bfloat16")]
     cuda = [Target("torch", "float32", "cuda"), Target("torch", "bfloat16", "cuda")]
     return cpu + [t for t in cuda if available(t)]
+
+
+def selected_targets(specs: Sequence[str] = (), dtypes: Sequence[str] = (), device: str | None = None) -> list[Target]:
+    """The targets of a selection, for the gate and the pytest plugin alike: every spec (all
+    built-ins when none) x every dtype (all when none) on ``device`` (cpu). Each part falls back
+    to its environment variable (CONFORMANCE_BACKEND, CONFORMANCE_DTYPE: comma-separated;
+    CONFORMANCE_DEVICE); nothing selected at all: ``default_targets()``. ValueError for an
+    unknown dtype."""
+    specs = list(specs) or _from_env("CONFORMANCE_BACKEND")
+    dtypes = list(dtypes) or _from_env("CONFORMANCE_DTYPE")
+    device = device or os.environ.get("CONFORMANCE_DEVICE") or None
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad:
+        raise ValueError(f"unknown dtype {bad[0]!r}; choose from {DTYPES}")
+    if not specs and not dtypes and device is None:
+        return default_targets()
+    return [Target(s, d, device or "cpu") for s in (specs or list(BUILTINS)) for d in (dtypes or DTYPES)]
+
+
+def _from_env(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]

@@ -26,27 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from backends._torch_common import to_numpy, to_tensor, torch_device, torch_dtype
+from backends.contract import with_defaults
 
 Tensor = torch.Tensor
 Params = Mapping[str, Any]
 Config = Mapping[str, Any]
-
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "layer_norm_eps": 1e-5,
-    "norm_first": False,
-    "scale_embedding": True,
-    "activation": "relu",
-}
-
-
-def with_defaults(config: Config) -> dict[str, Any]:
-    """The config dict with the contract's defaults filled in (``final_norm`` absent or None
-    means ``norm_first``)."""
-    full = {**CONFIG_DEFAULTS, **config}
-    if full.get("final_norm") is None:
-        full["final_norm"] = full["norm_first"]
-    return full
-
 
 class TorchBackend:
     """The contract's ops on torch tensors of one dtype on one device."""

@@ -56,7 +56,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from backends.torch_backend import TorchBackend, with_defaults
+from backends.contract import with_defaults
+from backends.torch_backend import TorchBackend
 
 Tensor = torch.Tensor
 Params = Mapping[str, Any]

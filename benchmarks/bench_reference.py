@@ -16,7 +16,7 @@ import numpy as np
 
 import reference
 from backends.registry import load_backend
-from conformance.harness import to_native
+from conformance.kit.harness import to_native
 
 BASE = {"d_model": 512, "num_heads": 8, "d_ff": 2048, "num_encoder_layers": 6, "num_decoder_layers": 6,
         "src_vocab_size": 1000, "tgt_vocab_size": 1000}

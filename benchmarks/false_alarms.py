@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from conformance.report import FAILING  # noqa: E402
+from conformance.kit.verdicts import FAILING  # noqa: E402
 TARGETS = ("reference:float64", "numpy:float32", "numpy:float16", "torch:float64", "torch:float32",
            "torch:bfloat16")
 """The correct built-in backends on the CPU (the gate's default targets without a GPU)."""

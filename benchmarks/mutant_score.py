@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from conformance.report import FAILING  # noqa: E402
+from conformance.kit.verdicts import FAILING  # noqa: E402
 from tests.mutants import catalog  # noqa: E402
 
 PLUGIN = "tests.mutants.first_failure"

@@ -1,12 +1,12 @@
 """The suite's resolution: the smallest systematic error the differential comparison detects,
-per op and dtype (conformance/TOLERANCES.md, "Resolution"; README Figures).
+per op and dtype (conformance/tolerance/TOLERANCES.md, "Resolution"; README Figures).
 
 A systematic error is a correct result moved by a small, consistent amount: every output
 scaled by (1 + k u) (u the dtype's unit roundoff), the attention scores scaled by (1 + k u),
 layer norm's eps misread by a factor, the tanh GELU. For each, the script evaluates the
 tolerance model's verdict (every element within its tolerance, and the root mean square of
 err/tol within RMS_LIMIT) on the same seeded cases the tolerance benchmark draws
-(conformance/bench_tolerances.py: small Hypothesis-like shapes and deep ones), and reports the
+(benchmarks/bench_tolerances.py: small Hypothesis-like shapes and deep ones), and reports the
 smallest k (a power of two) at which at least one case fails: what a gate run with a few dozen
 examples would catch. Run::
 
@@ -22,13 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import reference  # noqa: E402
-from conformance import tolerances  # noqa: E402
-from conformance.bench_tolerances import GENERATORS, Case, expected_for, random_case  # noqa: E402
+from conformance.tolerance import model  # noqa: E402
+from backends.ops import Case  # noqa: E402
+from benchmarks.bench_tolerances import MEASURED, expected_for, random_case  # noqa: E402
 from reference.precision import DTYPES, rounded  # noqa: E402
 
 POWERS = range(0, 31)
@@ -41,8 +41,8 @@ def detected(actual: np.ndarray, want: Any, where: np.ndarray | None) -> bool:
     if where is not None:
         ratio = ratio[np.broadcast_to(where, ratio.shape)]
     ratio = np.nan_to_num(ratio, nan=np.inf).ravel()
-    return bool(ratio.size and (ratio.max() > 1 or (ratio.size >= tolerances.MIN_COUNT
-                                                  and tolerances.rms_ratio(ratio) > tolerances.RMS_LIMIT)))
+    return bool(ratio.size and (ratio.max() > 1 or (ratio.size >= model.MIN_COUNT
+                                                  and model.rms_ratio(ratio) > model.RMS_LIMIT)))
 
 
 def smallest_k(cases: list[Case], dtype: str, moved: Callable[[Case, list, dict, Any, float], np.ndarray]) -> int | None:
@@ -63,13 +63,13 @@ def output_bias(case: Case, args: list, kwargs: dict, want: Any, e: float) -> np
 
 def score_bias(case: Case, args: list, kwargs: dict, want: Any, e: float) -> np.ndarray:
     q = args[0] * (1.0 + e)
-    return tolerances.reference_value(case.op, [q, *args[1:]], kwargs)
+    return model.reference_value(case.op, [q, *args[1:]], kwargs)
 
 
 def eps_factor(factor: float) -> Callable[[Case, list, dict, Any, float], np.ndarray]:
     def moved(case: Case, args: list, kwargs: dict, want: Any, e: float) -> np.ndarray:
         x, gamma, beta, eps = args
-        return tolerances.reference_value("layer_norm", [x, gamma, beta, eps * factor], kwargs)
+        return model.reference_value("layer_norm", [x, gamma, beta, eps * factor], kwargs)
     return moved
 
 
@@ -92,10 +92,10 @@ def gelu_cases(rng: np.random.Generator, count: int) -> list[Case]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=30, help="small random cases per op (plus a fifth as many deep)")
-    parser.add_argument("--ops", nargs="*", default=list(GENERATORS))
+    parser.add_argument("--ops", nargs="*", default=list(MEASURED))
     parser.add_argument("--seed", type=int, default=0)
     parsed = parser.parse_args()
-    print(f"rule: {tolerances.describe()}\n")
+    print(f"rule: {model.describe()}\n")
     print("| error | op | " + " | ".join(DTYPES) + " |")
     print("|---|---|" + "---|" * len(DTYPES))
 

@@ -1,7 +1,7 @@
-"""``python -m conformance``: see conformance/cli.py."""
+"""``python -m conformance``: see conformance/gate/cli.py."""
 
 import sys
 
-from conformance.cli import main
+from conformance.gate.cli import main
 
 sys.exit(main())

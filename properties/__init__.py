@@ -4,7 +4,7 @@ A property needs no reference: it is an invariant of the backend's own outputs (
 sum to 1, attention is permutation-equivariant, the decoder is causal, ...), so it also
 catches bugs that a backend shares with the reference. One module per component
 (``test_softmax.py``, ``test_masking.py``, ...); inputs from ``properties.strategies`` (on top
-of ``conformance.strategies``), tolerances from ``properties.tolerances`` only, inputs rounded
+of ``conformance.kit.strategies``), tolerances from ``properties.tolerances`` only, inputs rounded
 to the backend's dtype by ``properties.plumbing.held``. Each property has a mutant in
 ``tests/mutants/zoo.py`` that it catches (``tests/test_properties_catch_mutants.py``).
 

@@ -4,12 +4,11 @@ rearrangements (permutations, padding, head blocks) that properties apply to inp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from reference.precision import rounded
+from conformance.tolerance.model import rounded_inputs
 
 
 def held(backend: Any, tree: Any) -> Any:
@@ -18,13 +17,7 @@ def held(backend: Any, tree: Any) -> Any:
     The backend's ``asarray`` is then exact, so a property's float64 bookkeeping (the expected
     row variance, a shifted input) is about the very numbers the backend computes with.
     """
-    if isinstance(tree, np.ndarray) and np.issubdtype(tree.dtype, np.floating):
-        return rounded(tree, backend.dtype).astype(np.float64)
-    if isinstance(tree, Mapping):
-        return {k: held(backend, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(held(backend, v) for v in tree)
-    return tree
+    return rounded_inputs(tree, backend.dtype)
 
 
 def take(a: np.ndarray | None, order: np.ndarray, axis: int) -> np.ndarray | None:

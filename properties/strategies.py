@@ -1,4 +1,4 @@
-"""Hypothesis strategies of the property suite, on top of conformance/strategies.py.
+"""Hypothesis strategies of the property suite, on top of conformance/kit/strategies.py.
 
 Many properties compare f(g(x)) with g(f(x)) for an exact transformation g (a shift, a scale,
 a permutation). In floating point that is a property of the backend only if g(x) is exact in
@@ -10,14 +10,12 @@ factors that are powers of two. Every strategy draws its simplest option first.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
-from hypothesis import Phase, settings
 from hypothesis import strategies as st
 
-from conformance.strategies import arrays, configs, params, seeds, token_ids
+from conformance.kit.strategies import arrays, configs, params, seeds, token_ids
 from properties.tolerances import significand_bits
 
 EXACT_NUMERATOR = 2**5
@@ -37,27 +35,12 @@ LAYER_SHARE = 0.15
 """Share for multi-head attention and one layer (a dozen ops per call)."""
 
 MODEL_SHARE = 0.1
-"""Share for encode, decode, forward and greedy decoding (the whole model, several calls)."""
+"""Share for encode, decode, forward and greedy decoding (the whole model, several calls).
 
-
-NO_SHRINK_VARIABLE = "PROPERTIES_NO_SHRINK"
-"""Environment variable: when set (to anything but "" or "0"), properties skip Hypothesis'
-shrink and explain phases and report the first failing example as found. For runs where only
-the verdict matters (tests/test_properties_catch_mutants.py), where shrinking dominates."""
-
-
-def examples(share: float) -> settings:
-    """Settings running ``share`` of the active profile's max_examples (at least 10).
-
-    The property suite has ~55 properties x 6 built-in targets; at the ``ci`` profile's 100
-    examples each it would take minutes, most of it Hypothesis' per-example overhead, so every
-    property runs a share sized by its cost (ci: 20 / 15 / 10 examples, thorough: 200 / 150 /
-    100). Must be applied at import (collection) time, after the profile is loaded.
-    """
-    phases = settings.default.phases
-    if os.environ.get(NO_SHRINK_VARIABLE, "") not in ("", "0"):
-        phases = tuple(phase for phase in phases if phase not in (Phase.shrink, Phase.explain))
-    return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)), phases=phases)
+The property suite has ~55 properties x 6 built-in targets; at the ``ci`` profile's 100 examples
+each it would take minutes, most of it Hypothesis' per-example overhead, so every property runs
+a share sized by its cost (``conformance.kit.strategies.budget``; ci: 20 / 15 / 10 examples,
+thorough: 200 / 150 / 100)."""
 
 
 @st.composite

@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import arrays
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import OP_SHARE, attention_inputs, examples, powers_of_two
+from properties.strategies import OP_SHARE, attention_inputs, powers_of_two
 
 
 @pytest.mark.op("attention")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs(), c=powers_of_two())
 def test_invariant_to_scaling_queries_up_and_keys_down(backend, case, c):
     """Attention(c Q, K / c, V) = Attention(Q, K, V) for c > 0: (c Q)(K / c)^T = Q K^T. c is a
@@ -34,7 +34,7 @@ def test_invariant_to_scaling_queries_up_and_keys_down(backend, case, c):
 
 
 @pytest.mark.op("attention_weights")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs(), m=st.sampled_from([2, 4]), data=st.data())
 def test_weights_depend_on_d_k_through_inverse_sqrt(backend, case, m, data):
     """softmax(Q' K'^T / sqrt(m^2 d_k)) = softmax((Q / m) K^T / sqrt(d_k)) for Q' = [Q, 0] and
@@ -55,7 +55,7 @@ def test_weights_depend_on_d_k_through_inverse_sqrt(backend, case, m, data):
 
 
 @pytest.mark.op("attention")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs())
 def test_acts_on_the_columns_of_v_one_at_a_time(backend, case):
     """Attention(Q, K, V)[..., j] = Attention(Q, K, V[..., j:j+1])[..., 0] for every column j:

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import arrays, padding_masks, seeds
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget, padding_masks, seeds
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import MODEL_SHARE, examples, models
+from properties.strategies import MODEL_SHARE, models
 
 
 @st.composite
@@ -27,7 +27,7 @@ def later_changes(draw: st.DrawFn, tgt: np.ndarray, vocab_size: int) -> tuple[in
 
 
 @pytest.mark.op("decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_decoder_output_at_t_ignores_later_targets(backend, case, data):
     """decode(tgt')[:, :t+1] = decode(tgt)[:, :t+1] when tgt' differs from tgt only after t:
@@ -46,7 +46,7 @@ def test_decoder_output_at_t_ignores_later_targets(backend, case, data):
 
 
 @pytest.mark.op("forward")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_forward_logits_at_t_ignore_later_targets(backend, case, data):
     """forward(src, tgt')[:, :t+1] = forward(src, tgt)[:, :t+1] when tgt' differs from tgt

@@ -38,12 +38,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
-from conformance.assertions import assert_close, assert_true
-from conformance.harness import call_op
-from conformance.strategies import arrays, padding_masks, token_ids
+from conformance.kit.assertions import assert_close, assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget, padding_masks, token_ids
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import LAYER_SHARE, MODEL_SHARE, examples, models
+from properties.strategies import LAYER_SHARE, MODEL_SHARE, models
 from properties.test_greedy import decodings, emitted_eos_before, greedy
 
 ACTIVATION_SCALES = (1.0,)
@@ -166,7 +166,7 @@ def decode_composed(backend: Any, tgt: Array, memory: Array, params: dict, confi
 # --- layers ----------------------------------------------------------------------------------
 
 @pytest.mark.op("encoder_layer")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_encoder_layer_is_its_sublayers_composed(backend, case, data):
     """encoder_layer(x) = sub_2(sub_1(x, MHA), FFN) built from the backend's own
@@ -186,7 +186,7 @@ def test_encoder_layer_is_its_sublayers_composed(backend, case, data):
 
 
 @pytest.mark.op("decoder_layer")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_decoder_layer_is_its_sublayers_composed(backend, case, data):
     """decoder_layer(y, memory) = self-attention (self_attn, causal AND target padding), then
@@ -212,7 +212,7 @@ def test_decoder_layer_is_its_sublayers_composed(backend, case, data):
 # --- stacks and the generator ------------------------------------------------------------------
 
 @pytest.mark.op("encode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_encode_is_embedding_then_encoder_layers_then_final_norm(backend, case, data):
     """encode(src) = [LN_enc] encoder_layer(...(embedding(src) [* sqrt(d_model)] + PE)) with
@@ -230,7 +230,7 @@ def test_encode_is_embedding_then_encoder_layers_then_final_norm(backend, case, 
 
 
 @pytest.mark.op("decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_decode_is_embedding_then_decoder_layers_then_final_norm(backend, case, data):
     """decode(tgt, memory) = [LN_dec] decoder_layer(...(embedding(tgt) [* sqrt(d_model)] + PE,
@@ -254,7 +254,7 @@ def test_decode_is_embedding_then_decoder_layers_then_final_norm(backend, case, 
 
 
 @pytest.mark.op("forward")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_forward_is_decode_then_generator(backend, case, data):
     """forward(src, tgt) = y W_gen + b_gen for y = decode(tgt, encode(src)) of the same backend,
@@ -305,7 +305,7 @@ def batched_decodings(draw: st.DrawFn) -> dict:
 
 
 @pytest.mark.op("greedy_decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=batched_decodings())
 def test_batched_tokens_are_argmaxes_of_forward_with_padded_sources(backend, case):
     """tokens[b, t] maximises forward(src, tokens[:, :t], src_mask)[b, t - 1] for every row b
@@ -340,7 +340,7 @@ def early_finisher_token(tokens: Array, default: int) -> int:
 
 
 @pytest.mark.op("greedy_decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=batched_decodings())
 def test_stops_only_when_every_row_has_emitted_eos_or_at_max_len(backend, case):
     """L = max_len unless every row has emitted eos (bos is not an emission). To exercise it,

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_equal
-from conformance.harness import call_op
-from conformance.strategies import arrays, token_ids
+from conformance.kit.assertions import assert_equal
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget, token_ids
 from properties.plumbing import held
-from properties.strategies import OP_SHARE, examples
+from properties.strategies import OP_SHARE
 
 pytestmark = pytest.mark.op("embedding")
 
@@ -24,7 +24,7 @@ def lookups(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     return ids, draw(arrays((vocab, d)))
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=lookups())
 def test_embedding_equals_one_hot_times_table(backend, case):
     """embedding(ids, E) = one_hot(ids) E, bitwise in the backend's dtype: each output element

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import arrays
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import OP_SHARE, examples, powers_of_two
+from properties.strategies import OP_SHARE, powers_of_two
 
 pytestmark = pytest.mark.op("feed_forward")
 
@@ -64,7 +64,7 @@ def normal_cdf(x: np.ndarray) -> np.ndarray:
     return np.vectorize(lambda t: 0.5 * math.erfc(-t / math.sqrt(2.0)), otypes=[np.float64])(x)
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=bias_free_ffns(), a=powers_of_two())
 def test_relu_ffn_without_biases_is_positively_homogeneous(backend, case, a):
     """FFN(a x) = a FFN(x) for a > 0 when b_1 = b_2 = 0: ReLU(a h) = a ReLU(h) for a > 0 and
@@ -77,7 +77,7 @@ def test_relu_ffn_without_biases_is_positively_homogeneous(backend, case, a):
                  what=f"FFN(a x) = a FFN(x), a = {a}")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=ffns(), activation=activations)
 def test_negating_the_second_layer_negates_the_output(backend, case, activation):
     """FFN(x; W_1, b_1, -W_2, -b_2) = -FFN(x; W_1, b_1, W_2, b_2): the second layer is affine and
@@ -93,7 +93,7 @@ def test_negating_the_second_layer_negates_the_output(backend, case, activation)
                  what=f"FFN(x; -W_2, -b_2) = -FFN(x), activation={activation}")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(x=activation_inputs(), activation=activations)
 def test_identity_weights_give_the_activation_itself(backend, x, activation):
     """FFN(x; I, 0, I, 0) = act(x): ReLU max(x, 0), GELU x Phi(x) with the exact normal CDF

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_equal, assert_true
-from conformance.harness import call_op
-from conformance.strategies import padding_masks
+from conformance.kit.assertions import assert_equal, assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import budget, padding_masks
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import MODEL_SHARE, examples, models
+from properties.strategies import MODEL_SHARE, models
 
 pytestmark = pytest.mark.op("greedy_decode")
 
@@ -57,7 +57,7 @@ def _length(tokens: np.ndarray) -> np.ndarray:
     return np.array(tokens.shape[1] if tokens.ndim == 2 else -1)
 
 
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=decodings())
 def test_first_column_is_bos(backend, case):
     """tokens[:, 0] = bos_id: decoding starts from bos, which is part of the output."""
@@ -68,7 +68,7 @@ def test_first_column_is_bos(backend, case):
                 what=f"column 0 is bos = {case['bos']}")
 
 
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=decodings())
 def test_length_is_at_most_max_len(backend, case):
     """1 <= L <= max_len (bos counts), and L < max_len only when every row has emitted eos."""
@@ -81,7 +81,7 @@ def test_length_is_at_most_max_len(backend, case):
                 what="stopping before max_len only when every row has emitted eos (value: row emitted eos)")
 
 
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=decodings(min_batch=2, max_batch=3, min_layers=1, min_max_len=3, max_max_len=6))
 def test_rows_stay_at_eos_after_emitting_it(backend, case):
     """tokens[b, t] = eos for every t after the first step s >= 1 with tokens[b, s] = eos.
@@ -95,7 +95,7 @@ def test_rows_stay_at_eos_after_emitting_it(backend, case):
                 op="greedy_decode", what=f"eos = {case['eos']} is absorbing")
 
 
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=decodings())
 def test_deterministic(backend, case):
     """Two calls with the same inputs return the same tokens."""
@@ -103,7 +103,7 @@ def test_deterministic(backend, case):
     assert_equal(second, first, backend=backend, op="greedy_decode", what="two calls return the same tokens")
 
 
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=decodings())
 def test_each_token_is_an_argmax_of_forward_on_its_prefix(backend, case):
     """tokens[:, t] maximises forward(src, tokens[:, :t])[:, t - 1] for every row still running

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import arrays, padding_masks, token_ids
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget, padding_masks, token_ids
 from properties import tolerances
 from properties.plumbing import held, pad_sequence
-from properties.strategies import MODEL_SHARE, examples, models
+from properties.strategies import MODEL_SHARE, models
 
 MEMORY_SCALES = (1.0,)
 """Encoder outputs are layer-normed (or sums of unit-scale terms): unit-scale memory."""
@@ -38,7 +38,7 @@ def paddings(draw: st.DrawFn, batch: int, vocab_size: int) -> tuple[np.ndarray, 
 
 
 @pytest.mark.op("encode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1, min_batch=2), data=st.data())
 def test_encode_batch_items_are_independent(backend, case, data):
     """encode(src)[b] = encode(src[b:b+1])[0] at real positions: the encoder mixes positions
@@ -55,7 +55,7 @@ def test_encode_batch_items_are_independent(backend, case, data):
 
 
 @pytest.mark.op("decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1, min_batch=2), data=st.data())
 def test_decode_batch_items_are_independent(backend, case, data):
     """decode(tgt, memory)[b] = decode(tgt[b:b+1], memory[b:b+1])[0] at real positions."""
@@ -76,7 +76,7 @@ def test_decode_batch_items_are_independent(backend, case, data):
 
 
 @pytest.mark.op("encode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_encode_ignores_appended_padding(backend, case, data):
     """encode([src, pad], [mask, False])[:, :S] = encode(src, mask) at real positions: padded
@@ -96,7 +96,7 @@ def test_encode_ignores_appended_padding(backend, case, data):
 
 
 @pytest.mark.op("decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_decode_ignores_appended_target_padding(backend, case, data):
     """decode([tgt, pad], tgt_mask=[mask, False])[:, :St] = decode(tgt, tgt_mask) at real
@@ -120,7 +120,7 @@ def test_decode_ignores_appended_target_padding(backend, case, data):
 
 
 @pytest.mark.op("decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=models(min_layers=1), data=st.data())
 def test_cross_attention_ignores_appended_memory_padding(backend, case, data):
     """decode(tgt, [memory, m'], src_mask=[mask, False]) = decode(tgt, memory, src_mask) for

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import arrays
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import OP_SHARE, examples, grid_arrays, layer_norm_rows, powers_of_two
+from properties.strategies import OP_SHARE, grid_arrays, layer_norm_rows, powers_of_two
 
 pytestmark = pytest.mark.op("layer_norm")
 
@@ -29,7 +29,7 @@ def layer_norm(backend, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps:
     return call_op(backend, "layer_norm", x, gamma, beta, eps, shape=x.shape)
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(shape=row_shapes, eps=epsilons, data=st.data())
 def test_normalised_rows_have_mean_zero_and_variance_var_over_var_plus_eps(backend, shape, eps, data):
     """With gamma = 1, beta = 0: mean_j LN(x)_j = 0 and mean_j LN(x)_j^2 - 0 = var / (var + eps)
@@ -48,7 +48,7 @@ def test_normalised_rows_have_mean_zero_and_variance_var_over_var_plus_eps(backe
                  what="normalised rows have variance var / (var + eps)")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(shape=row_shapes, eps=epsilons, step=fine_grid_steps, a=powers_of_two(), data=st.data())
 def test_invariant_to_positive_affine_maps_per_row(backend, shape, eps, step, a, data):
     """LN(a x + c; eps) = LN(x; eps / a^2) for a > 0 and c constant per row: the mean moves to
@@ -66,7 +66,7 @@ def test_invariant_to_positive_affine_maps_per_row(backend, shape, eps, step, a,
                  what=f"LN(a x + c; eps) = LN(x; eps / a^2), a = {a}")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(shape=row_shapes, eps=epsilons, data=st.data())
 def test_gamma_and_beta_act_per_feature(backend, shape, eps, data):
     """LN(x; gamma, beta)_j = LN(x; 1, 0)_j gamma_j + beta_j: the affine parameters scale and

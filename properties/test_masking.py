@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.assertions import assert_close, assert_equal
-from conformance.harness import call_op
-from conformance.strategies import arrays, attention_masks, attention_params
+from conformance.kit.assertions import assert_close, assert_equal
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, attention_masks, attention_params, budget
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import LAYER_SHARE, OP_SHARE, attention_inputs, examples, multi_head_cases
+from properties.strategies import LAYER_SHARE, OP_SHARE, attention_inputs, multi_head_cases
 
 
 @st.composite
@@ -33,7 +33,7 @@ def _replace_dead(a: np.ndarray, fresh: np.ndarray, dead: np.ndarray) -> np.ndar
 
 
 @pytest.mark.op("attention_weights")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs(), data=st.data())
 def test_masked_keys_get_exactly_zero_weight(backend, case, data):
     """A_ij = 0 exactly wherever mask_ij is False: the score is -inf and exp(-inf) = 0 (a row
@@ -48,7 +48,7 @@ def test_masked_keys_get_exactly_zero_weight(backend, case, data):
 
 
 @pytest.mark.op("attention")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs(), data=st.data())
 def test_keys_and_values_at_masked_positions_do_not_matter(backend, case, data):
     """Attention(Q, K', V', M) = Attention(Q, K, V, M) when K', V' differ from K, V only at keys
@@ -67,7 +67,7 @@ def test_keys_and_values_at_masked_positions_do_not_matter(backend, case, data):
 
 
 @pytest.mark.op("attention")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs(), data=st.data())
 def test_fully_masked_query_row_gives_zeros(backend, case, data):
     """Attention(Q, K, V, M)_i = 0 exactly for a query i whose every key is masked
@@ -84,7 +84,7 @@ def test_fully_masked_query_row_gives_zeros(backend, case, data):
 
 
 @pytest.mark.op("attention")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs())
 def test_all_true_mask_equals_no_mask(backend, case):
     """Attention(Q, K, V, all True) = Attention(Q, K, V): a mask that allows everything masks
@@ -99,7 +99,7 @@ def test_all_true_mask_equals_no_mask(backend, case):
 
 
 @pytest.mark.op("multi_head_attention")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=multi_head_cases(), data=st.data())
 def test_multi_head_attention_ignores_masked_keys_and_values(backend, case, data):
     """MultiHead(x_q, x_kv', M) = MultiHead(x_q, x_kv, M) when x_kv' differs from x_kv only at

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import attention_masks, attention_params
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import attention_masks, attention_params, budget
 from properties import tolerances
 from properties.plumbing import block_permutation, held
-from properties.strategies import LAYER_SHARE, examples, multi_head_cases, permutations
+from properties.strategies import LAYER_SHARE, multi_head_cases, permutations
 
 pytestmark = pytest.mark.op("multi_head_attention")
 
@@ -41,7 +41,7 @@ def _mha_tol(backend, case, *outputs: np.ndarray) -> np.ndarray:
     return tolerances.difference(*(tolerances.chain_error(backend.dtype, length, out) for out in outputs))
 
 
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=multi_head_cases(max_heads=1), data=st.data())
 def test_one_head_equals_single_head_attention(backend, case, data):
     """MultiHead(x_q, x_kv, num_heads=1) = Attention(Q, K, V) W_o + b_o with Q = x_q W_q + b_q,
@@ -57,7 +57,7 @@ def test_one_head_equals_single_head_attention(backend, case, data):
                  op="multi_head_attention", what="one head = attention(Q, K, V) W_o + b_o")
 
 
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=multi_head_cases(min_heads=2), data=st.data())
 def test_heads_are_contiguous_column_blocks(backend, case, data):
     """MultiHead(x_q, x_kv) = Concat_i Attention(Q_i, K_i, V_i) W_o + b_o where Q_i is the column
@@ -74,7 +74,7 @@ def test_heads_are_contiguous_column_blocks(backend, case, data):
                  op="multi_head_attention", what="heads = contiguous column blocks, concatenated in order")
 
 
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=multi_head_cases(min_heads=2), data=st.data())
 def test_permuting_heads_consistently_leaves_output_unchanged(backend, case, data):
     """MultiHead with the column blocks of W_q, W_k, W_v (and b_q, b_k, b_v) and the row blocks

@@ -10,18 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close, assert_true
-from conformance.harness import call_op
-from conformance.strategies import arrays, attention_masks, attention_params, configs, params, token_ids
+from conformance.kit.assertions import assert_close, assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, attention_masks, attention_params, budget, configs, params, token_ids
 from properties import tolerances
 from properties.plumbing import held, permute_square, take
 from properties.strategies import (
-    LAYER_SHARE, MODEL_CAPS, MODEL_SHARE, OP_SHARE, attention_inputs, examples, multi_head_cases, permutations,
+    LAYER_SHARE, MODEL_CAPS, MODEL_SHARE, OP_SHARE, attention_inputs, multi_head_cases, permutations,
 )
 
 
 @pytest.mark.op("attention")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs(self_attention=True), data=st.data())
 def test_self_attention_is_permutation_equivariant(backend, case, data):
     """Attention(PX, PX, PX, P M P^T) = P Attention(X, X, X, M) for a permutation matrix P of
@@ -39,7 +39,7 @@ def test_self_attention_is_permutation_equivariant(backend, case, data):
 
 
 @pytest.mark.op("attention")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs(), data=st.data())
 def test_attention_is_invariant_to_permuting_keys_and_values_together(backend, case, data):
     """Attention(Q, PK, PV, M P^T) = Attention(Q, K, V, M): the output sum_j A_ij V_j runs over
@@ -57,7 +57,7 @@ def test_attention_is_invariant_to_permuting_keys_and_values_together(backend, c
 
 
 @pytest.mark.op("multi_head_attention")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=multi_head_cases(self_attention=True), data=st.data())
 def test_multi_head_self_attention_is_permutation_equivariant(backend, case, data):
     """MultiHead(PX, PX, P M P^T) = P MultiHead(X, X, M): the projections act row by row and
@@ -86,7 +86,7 @@ def encoder_layer_cases(draw: st.DrawFn) -> dict:
 
 
 @pytest.mark.op("encoder_layer")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=encoder_layer_cases(), data=st.data())
 def test_encoder_layer_is_permutation_equivariant(backend, case, data):
     """EncoderLayer(PX, P M P^T) = P EncoderLayer(X, M) (no positional encoding inside a layer):
@@ -116,7 +116,7 @@ def embedding_only_models(draw: st.DrawFn) -> dict:
 
 
 @pytest.mark.op("encode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(case=embedding_only_models(), data=st.data())
 def test_positional_encoding_makes_order_matter(backend, case, data):
     """encode(src P) != P encode(src) at every position the permutation moves: position p of

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_close, assert_equal, assert_true
-from conformance.harness import call_op
+from conformance.kit.assertions import assert_close, assert_equal, assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import budget
 from properties import tolerances
-from properties.strategies import OP_SHARE, examples
+from properties.strategies import OP_SHARE
 
 pytestmark = pytest.mark.op("positional_encoding")
 
@@ -37,7 +38,7 @@ def pairs(pe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pe[..., 0::2], pe[..., 1::2]
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(seq_len=lengths, d_model=widths)
 def test_deterministic(backend, seq_len, d_model):
     """PE(S, d) computed twice is bitwise the same table: it is a function of (S, d) alone."""
@@ -46,7 +47,7 @@ def test_deterministic(backend, seq_len, d_model):
     assert_equal(second, first, backend=backend, op="positional_encoding", what="two calls are bitwise equal")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(seq_len=lengths, longer_by=st.integers(1, 8), d_model=widths)
 def test_longer_sequence_starts_with_the_shorter_one(backend, seq_len, longer_by, d_model):
     """PE(S + n, d)[:S] = PE(S, d): row p depends on p alone, not on the table's length."""
@@ -57,7 +58,7 @@ def test_longer_sequence_starts_with_the_shorter_one(backend, seq_len, longer_by
                  what="PE(S + n)[:S] = PE(S)")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(seq_len=lengths, d_model=widths)
 def test_values_in_unit_interval(backend, seq_len, d_model):
     """-1 <= PE[p, j] <= 1, exactly: sin and cos lie in [-1, 1] and +-1 are representable."""
@@ -65,7 +66,7 @@ def test_values_in_unit_interval(backend, seq_len, d_model):
     assert_true(np.abs(pe) <= 1, values=pe, backend=backend, op="positional_encoding", what="|PE| <= 1")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(seq_len=lengths, d_model=widths)
 def test_sin_cos_pairs_lie_on_the_unit_circle(backend, seq_len, d_model):
     """PE[p, 2i]^2 + PE[p, 2i+1]^2 = sin^2 + cos^2 = 1: features 2i and 2i+1 share one angle."""
@@ -74,7 +75,7 @@ def test_sin_cos_pairs_lie_on_the_unit_circle(backend, seq_len, d_model):
                  backend=backend, op="positional_encoding", what="PE[p, 2i]^2 + PE[p, 2i+1]^2 = 1")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(seq_len=lengths, d_model=widths)
 def test_position_zero_is_zero_one_alternating(backend, seq_len, d_model):
     """PE[0] = [sin 0, cos 0, ...] = [0, 1, 0, 1, ...], exactly (the angle 0 / w is exact)."""
@@ -83,7 +84,7 @@ def test_position_zero_is_zero_one_alternating(backend, seq_len, d_model):
                  what="PE[0] = [0, 1, 0, 1, ...]")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(seq_len=rotation_lengths, d_model=widths)
 def test_offset_acts_as_a_fixed_rotation_per_frequency_pair(backend, seq_len, d_model):
     """PE(p + k) is PE(p) rotated by the angle k w_i in each pair i (relative position is a

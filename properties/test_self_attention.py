@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.assertions import assert_true
-from conformance.harness import call_op
-from conformance.strategies import arrays
+from conformance.kit.assertions import assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import OP_SHARE, examples
+from properties.strategies import OP_SHARE
 
 pytestmark = pytest.mark.op("attention_weights")
 
@@ -29,7 +29,7 @@ def equal_norm_rows(draw: st.DrawFn) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True) * radius
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(x=equal_norm_rows())
 def test_diagonal_weight_is_the_row_maximum_for_equal_norm_rows(backend, x):
     """A_ii >= A_ij for A = softmax(X X^T / sqrt(d)) when all rows of X = Q = K have one norm r:

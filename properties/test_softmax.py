@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.assertions import assert_close, assert_equal, assert_true
-from conformance.harness import call_op
-from conformance.strategies import arrays, seeds
+from conformance.kit.assertions import assert_close, assert_equal, assert_true
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays, budget, seeds
 from properties import tolerances
 from properties.plumbing import held
-from properties.strategies import OP_SHARE, examples, grid_arrays, grid_steps, row_shifts
+from properties.strategies import OP_SHARE, grid_arrays, grid_steps, row_shifts
 
 pytestmark = pytest.mark.op("softmax")
 
@@ -56,7 +56,7 @@ def softmax(backend, x: np.ndarray, axis: int = -1) -> np.ndarray:
     return call_op(backend, "softmax", x, axis=axis, shape=x.shape)
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=inputs())
 def test_rows_sum_to_one(backend, case):
     """sum_i softmax(x)_i = 1 along the axis, within SAFETY u (2n + 2 + 2 max|x|) for n entries."""
@@ -68,7 +68,7 @@ def test_rows_sum_to_one(backend, case):
                  backend=backend, op="softmax", what=f"rows sum to 1 (axis={axis})")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=inputs())
 def test_entries_in_unit_interval(backend, case):
     """0 <= softmax(x)_i <= 1 for every entry, exactly (0 and 1 are representable and
@@ -78,7 +78,7 @@ def test_entries_in_unit_interval(backend, case):
     assert_true((p >= 0) & (p <= 1), values=p, backend=backend, op="softmax", what="0 <= p <= 1")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(step=grid_steps, data=st.data())
 def test_invariant_to_a_constant_per_row(backend, step, data):
     """softmax(x + c) = softmax(x) for a constant c per row (exp(x_i + c) / sum_j exp(x_j + c)
@@ -94,7 +94,7 @@ def test_invariant_to_a_constant_per_row(backend, step, data):
     assert_close(shifted, p, tol=tol, backend=backend, op="softmax", what="softmax(x + c) = softmax(x)")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(x=arrays((4, 6)))
 def test_order_preserving(backend, x):
     """x_i <= x_j implies softmax(x)_i <= softmax(x)_j (exp is increasing and the denominator is
@@ -108,7 +108,7 @@ def test_order_preserving(backend, x):
                 what="x_i <= x_j => p_i <= p_j (value: p_i - p_j, index: row, i, j)")
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(x=with_neg_inf())
 def test_neg_inf_entries_get_exactly_zero(backend, x):
     """softmax(x)_i = 0 exactly where x_i = -inf (exp(-inf) = 0), also in a row that is all
@@ -118,7 +118,7 @@ def test_neg_inf_entries_get_exactly_zero(backend, x):
     assert_equal(p, np.zeros_like(p), backend=backend, op="softmax", what="-inf entries give 0", where=np.isneginf(x))
 
 
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(x=arrays((3, 5), scales=(1e4, 1e3, 1e2)))
 def test_large_inputs_stay_finite(backend, x):
     """For finite |x_i| up to ~3e4 (exp overflows beyond 88.7 in float32 and 709.8 in float64)

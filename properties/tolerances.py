@@ -102,7 +102,7 @@ def softmax_entry(dtype: str, p: np.ndarray, n: int, logits: np.ndarray | None =
     u. So |dp_i| <= (n + 2) u p_i + u / s, and s >= 1 (the max term is exp(0) = 1). An
     implementation that folds a scale into the exponent (exp2 of x log2 e, as FlashAttention
     does) rounds x_i itself: a relative error u |x_i| of e_i, at most 2 u max|x| p_i once
-    normalised (the same term in the differential model, conformance/error_bounds.py).
+    normalised (the same term in the differential model, conformance/tolerance/error_bounds.py).
     """
     p = np.nan_to_num(np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0), nan=1.0)
     folded = 0.0 if logits is None else 2.0 * p * _row_max(np.where(np.isfinite(logits), logits, 0.0))

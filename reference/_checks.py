@@ -26,6 +26,27 @@ def check_int(name: str, value: object, *, minimum: int) -> int:
     return int(value)
 
 
+def check_positive(name: str, value: object) -> float:
+    """A finite number > 0 (not a bool): ``eps``, ``layer_norm_eps``."""
+    if isinstance(value, (bool, np.bool_)) or not (isinstance(value, (int, float, np.floating))
+                                                   and 0 < value < float("inf")):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def check_even_width(d_model: int) -> int:
+    """d_model even: the positional encoding pairs (sin, cos) per frequency."""
+    if d_model % 2:
+        raise ValueError(f"d_model must be even for the positional encoding, got {d_model}")
+    return d_model
+
+
+def check_heads(d_model: int, num_heads: int) -> None:
+    """d_model splits into num_heads heads of equal width."""
+    if d_model % num_heads:
+        raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+
+
 def check_shape(name: str, a: np.ndarray, shape: tuple[int | None, ...]) -> np.ndarray:
     """``a.shape`` matches ``shape`` (None matches any size)."""
     ok = a.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, a.shape))

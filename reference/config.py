@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from reference._checks import check_even_width, check_heads, check_int, check_positive
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu")
 
@@ -36,16 +37,12 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("d_model", "num_heads", "d_ff", "src_vocab_size", "tgt_vocab_size"):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("num_encoder_layers", "num_decoder_layers"):
-            _check_int(name, getattr(self, name), minimum=0)
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
-        if self.d_model % 2:
-            raise ValueError(f"d_model must be even for the positional encoding, got {self.d_model}")
-        eps = self.layer_norm_eps
-        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps < float("inf")):
-            raise ValueError(f"layer_norm_eps must be a positive number, got {eps!r}")
+            check_int(name, getattr(self, name), minimum=0)
+        check_heads(self.d_model, self.num_heads)
+        check_even_width(self.d_model)
+        check_positive("layer_norm_eps", self.layer_norm_eps)
         for name in ("norm_first", "scale_embedding") + (("final_norm",) if self.final_norm is not None else ()):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -79,7 +76,3 @@ def as_config(config: Mapping[str, Any] | Config) -> Config:
     except TypeError as exc:  # a required key is missing
         raise ValueError(f"config is incomplete: {exc}") from None
 
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,5 +1,8 @@
 """The encoder-decoder model (Vaswani et al., 2017, sec. 3.1): layers, stacks, generator and
-greedy decoding, built from reference.layers."""
+greedy decoding, composed from the equations of reference/equations.py.
+
+Choices: no dropout (the contract is inference: sec. 5.4's dropout is off at evaluation).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,7 @@ from reference._checks import (
     check_ids, check_int, check_mask, check_padding_mask, check_positions, float_tree, floats,
 )
 from reference.config import Config, as_config
-from reference.layers import (
-    _feed_forward, _layer_norm, _linear, _multi_head_attention, _positional_encoding,
-)
+from reference import equations as eq
 from reference.params import decoder_layer_shapes, encoder_layer_shapes, param_shapes
 from reference.precision import check_dtype, rounded
 
@@ -60,20 +61,20 @@ def _sublayer(x: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], norm: Param
               dtype: str) -> np.ndarray:
     """Post-LN: LayerNorm(x + Sublayer(x)) (sec. 5.4); pre-LN (norm_first): x + Sublayer(LayerNorm(x))."""
     if (_variants.norm_first(c.norm_first) if _variants.ACTIVE else c.norm_first):
-        return rounded(x + fn(_layer_norm(x, norm, c.layer_norm_eps, dtype)), dtype)
-    return _layer_norm(rounded(x + fn(x), dtype), norm, c.layer_norm_eps, dtype)
+        return rounded(x + fn(eq.layer_norm(x, norm, c.layer_norm_eps, dtype)), dtype)
+    return eq.layer_norm(rounded(x + fn(x), dtype), norm, c.layer_norm_eps, dtype)
 
 
 def _encoder_layer(x: np.ndarray, p: Params, c: Config, mask: np.ndarray | None, dtype: str) -> np.ndarray:
-    x = _sublayer(x, lambda h: _multi_head_attention(h, h, p["self_attn"], c.num_heads, mask, dtype), p["norm1"], c, dtype)
-    return _sublayer(x, lambda h: _feed_forward(h, p["ffn"], c.activation, dtype), p["norm2"], c, dtype)
+    x = _sublayer(x, lambda h: eq.multi_head_attention(h, h, p["self_attn"], c.num_heads, mask, dtype), p["norm1"], c, dtype)
+    return _sublayer(x, lambda h: eq.feed_forward(h, p["ffn"], c.activation, dtype), p["norm2"], c, dtype)
 
 
 def _decoder_layer(y: np.ndarray, memory: np.ndarray, p: Params, c: Config, self_mask: np.ndarray | None,
                    cross_mask: np.ndarray | None, dtype: str) -> np.ndarray:
-    y = _sublayer(y, lambda h: _multi_head_attention(h, h, p["self_attn"], c.num_heads, self_mask, dtype), p["norm1"], c, dtype)
-    y = _sublayer(y, lambda h: _multi_head_attention(h, memory, p["cross_attn"], c.num_heads, cross_mask, dtype), p["norm2"], c, dtype)
-    return _sublayer(y, lambda h: _feed_forward(h, p["ffn"], c.activation, dtype), p["norm3"], c, dtype)
+    y = _sublayer(y, lambda h: eq.multi_head_attention(h, h, p["self_attn"], c.num_heads, self_mask, dtype), p["norm1"], c, dtype)
+    y = _sublayer(y, lambda h: eq.multi_head_attention(h, memory, p["cross_attn"], c.num_heads, cross_mask, dtype), p["norm2"], c, dtype)
+    return _sublayer(y, lambda h: eq.feed_forward(h, p["ffn"], c.activation, dtype), p["norm3"], c, dtype)
 
 
 # --- stacks -----------------------------------------------------------------------------------
@@ -106,6 +107,9 @@ def forward(src_ids: Any, tgt_ids: Any, params: Params, config: ConfigLike, src_
             tgt_mask: Any = None, *, dtype: str = "float64") -> np.ndarray:
     """logits = Decoder(tgt, Encoder(src)) W_gen + b_gen (sec. 3.4; the softmax is left out).
 
+    Choices: the source embedding, the target embedding and the generator are three separate
+    matrices, where sec. 3.4 ties them (a backend that ties them takes the same params for all).
+
     Shapes: src_ids (B, Ss), tgt_ids (B, St) -> (B, St, tgt_vocab_size).
     """
     c, params = _model_inputs(config, params, dtype)
@@ -136,7 +140,7 @@ def _embed(ids: np.ndarray, table: np.ndarray, c: Config, dtype: str) -> np.ndar
     x = table[ids]
     if (_variants.scale_embedding(c.scale_embedding) if _variants.ACTIVE else c.scale_embedding):
         x = rounded(x * math.sqrt(c.d_model), dtype)
-    return rounded(x + _positional_encoding(ids.shape[1], c.d_model, dtype), dtype)
+    return rounded(x + eq.positional_encoding(ids.shape[1], c.d_model, dtype), dtype)
 
 
 def _key_padding(pad_mask: np.ndarray | None) -> np.ndarray | None:
@@ -157,7 +161,7 @@ def _encode(src_ids: np.ndarray, params: Params, c: Config, src_mask: np.ndarray
     x = _embed(src_ids, params["src_embedding"], c, dtype)                  # (B, Ss, d_model)
     for p in params["encoder"]:
         x = _encoder_layer(x, p, c, _key_padding(src_mask), dtype)
-    return _layer_norm(x, params["encoder_norm"], c.layer_norm_eps, dtype) if _final_norm(c) else x
+    return eq.layer_norm(x, params["encoder_norm"], c.layer_norm_eps, dtype) if _final_norm(c) else x
 
 
 def _decode(tgt_ids: np.ndarray, memory: np.ndarray, params: Params, c: Config, src_mask: np.ndarray | None,
@@ -168,7 +172,7 @@ def _decode(tgt_ids: np.ndarray, memory: np.ndarray, params: Params, c: Config, 
         self_mask = self_mask & _key_padding(tgt_mask)                      # (B, St, St)
     for p in params["decoder"]:
         y = _decoder_layer(y, memory, p, c, self_mask, _key_padding(src_mask), dtype)
-    return _layer_norm(y, params["decoder_norm"], c.layer_norm_eps, dtype) if _final_norm(c) else y
+    return eq.layer_norm(y, params["decoder_norm"], c.layer_norm_eps, dtype) if _final_norm(c) else y
 
 
 def _final_norm(c: Config) -> bool:
@@ -178,7 +182,7 @@ def _final_norm(c: Config) -> bool:
 
 def _generator(y: np.ndarray, params: Params, dtype: str) -> np.ndarray:
     """logits = y W_gen + b_gen. Shapes: (B, St, d_model) -> (B, St, tgt_vocab_size)."""
-    return _linear(y, params["generator"]["w"], params["generator"]["b"], dtype)
+    return eq.linear(y, params["generator"]["w"], params["generator"]["b"], dtype)
 
 
 # --- greedy decoding --------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -11,6 +11,35 @@ import numpy as np
 from reference.config import Config, as_config
 
 Shape = tuple[int, ...]
+
+
+def map_leaves(fn: Callable[[Any], Any], tree: Any) -> Any:
+    """``tree`` (nested dicts, lists and tuples: a params tree, an op's arguments) with ``fn``
+    applied to every leaf; the containers are rebuilt, the input is not changed."""
+    if isinstance(tree, Mapping):
+        return {k: map_leaves(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(map_leaves(fn, v) for v in tree)
+    return fn(tree)
+
+
+def map_floats(fn: Callable[[np.ndarray], Any], tree: Any) -> Any:
+    """``tree`` with ``fn`` applied to every floating array leaf; ids, masks, configs and Python
+    scalars pass through unchanged."""
+    return map_leaves(lambda a: fn(a) if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating) else a,
+                      tree)
+
+
+def leaves(tree: Any) -> Iterator[Any]:
+    """Every leaf of ``tree`` (as ``map_leaves`` sees them), depth first, in order."""
+    if isinstance(tree, Mapping):
+        for v in tree.values():
+            yield from leaves(v)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            yield from leaves(v)
+    else:
+        yield tree
 
 
 def attention_shapes(d_model: int) -> dict[str, Shape]:

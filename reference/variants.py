@@ -3,8 +3,8 @@
 Most real deviations are not random bugs but a convention another library follows (the
 positional encoding as [sin | cos] halves, a finite mask value, the unbiased variance, ...).
 ``CATALOGUE`` names them; ``active(*ids)`` evaluates the reference under some of them, which
-is how the gate's diagnosis (conformance/diagnosis.py) tells a failing backend which
-convention it follows. The list with sources: conformance/VARIANTS.md.
+is how the gate's diagnosis (conformance/tolerance/diagnosis.py) tells a failing backend which
+convention it follows. The list with sources: conformance/tolerance/VARIANTS.md.
 
 How the deltas are composed into the reference: at each equation where a choice is made,
 reference/layers.py and reference/model.py call the hook of this module *only when a variant

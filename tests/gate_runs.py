@@ -19,7 +19,7 @@ from unittest import mock
 
 import pytest
 
-from conformance import cli
+from conformance.gate import cli
 
 try:
     import fcntl

@@ -1,4 +1,4 @@
-"""Seeded masks for the adapter tests (the Hypothesis suites use conformance.strategies)."""
+"""Seeded masks for the adapter tests (the Hypothesis suites use conformance.kit.strategies)."""
 
 from __future__ import annotations
 

@@ -32,11 +32,11 @@ def assert_matches_reference(actual: Any, expected: np.ndarray, *, op: str, wher
 def assert_within_tolerance(actual: Any, op: str, args: list, kwargs: dict | None = None, *, dtype: str,
                             where: np.ndarray | None = None) -> None:
     """``assert |actual - reference| <= tol`` element by element, where the reference and tol
-    are the tolerance model's for a backend at ``dtype`` (conformance/tolerances.py); ``args``
+    are the tolerance model's for a backend at ``dtype`` (conformance/tolerance/model.py); ``args``
     and ``kwargs`` already rounded to ``dtype`` (``rounded_inputs``). Names the op, the worst
     element and how many failed."""
     __tracebackhide__ = True
-    from conformance.tolerances import expected
+    from conformance.tolerance.model import expected
 
     want = expected(op, args, kwargs, dtype=dtype)
     got = np.asarray(on_host(actual), dtype=np.float64)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from conformance import record
-from conformance.assertions import assert_close, assert_equal, assert_true
+from conformance.kit import record
+from conformance.kit.assertions import assert_close, assert_equal, assert_true
 from tests.matching import assert_matches_reference
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conformance import golden
-from conformance.cli import main
+from conformance.gate.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "c"
 IMPLEMENTED = "softmax,positional_encoding,embedding,layer_norm,feed_forward"

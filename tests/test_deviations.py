@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from conformance.deviations import DeviationsError, apply, load, stale
-from conformance.report import TestResult
+from conformance.gate.deviations import DeviationsError, apply, load, stale
+from conformance.gate.tally import TestResult
 
 TORCH32 = {"id": "torch-float32", "spec": "torch", "dtype": "float32", "device": "cpu"}
 MINE16 = {"id": "make-float16-cuda", "spec": "pkg/mine.py:make", "dtype": "float16", "device": "cuda"}

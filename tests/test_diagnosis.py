@@ -1,4 +1,4 @@
-"""The gate names the convention a failing backend follows (conformance/diagnosis.py).
+"""The gate names the convention a failing backend follows (conformance/tolerance/diagnosis.py).
 
 For every variant of the catalogue (reference/variants.py), the mutant that implements it
 (tests/mutants/conventions.py ``BY_VARIANT``) is run through the gate (the same grouped runs
@@ -17,9 +17,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from conformance import deviations  # noqa: E402
-from conformance.record import Diagnosis  # noqa: E402
-from conformance.report import TestResult  # noqa: E402
+from conformance.gate import deviations  # noqa: E402
+from conformance.tolerance.diagnosis import Diagnosis  # noqa: E402
+from conformance.gate.tally import TestResult  # noqa: E402
 from reference import variants  # noqa: E402
 from reference.variants import CATALOGUE  # noqa: E402
 from tests.mutants import catalog, conventions  # noqa: E402
@@ -68,9 +68,9 @@ def test_every_variant_has_a_mutant_and_a_source() -> None:
     assert set(conventions.BY_VARIANT) == set(CATALOGUE)
     assert all(name in catalog.ALL for name, _ in conventions.BY_VARIANT.values())
     assert all(v.links and all(link.startswith("https://") for link in v.links) for v in CATALOGUE.values())
-    listed = (Path(__file__).resolve().parents[1] / "conformance" / "VARIANTS.md").read_text(encoding="utf-8")
+    listed = (Path(__file__).resolve().parents[1] / "conformance" / "tolerance" / "VARIANTS.md").read_text(encoding="utf-8")
     missing = [text for v in CATALOGUE.values() for text in (f"| `{v.id}` |", *v.links) if text not in listed]
-    assert not missing, f"conformance/VARIANTS.md does not list: {missing}"
+    assert not missing, f"conformance/tolerance/VARIANTS.md does not list: {missing}"
 
 
 def test_active_rejects_unknown_ids_and_restores() -> None:
@@ -97,8 +97,8 @@ def test_a_float32_table_of_sin_cos_halves_is_named_as_the_pair(seq_len: int, d_
     """Marian's float64 model: the [sin | cos] table stored through float32. Neither variant
     alone explains it (halves: the float32 rounding exceeds float64's tolerance; float32
     table: the layout), the pair does, on a small and a realistic table."""
-    from conformance import diagnosis
-    from conformance.tolerances import expected
+    from conformance.tolerance import diagnosis
+    from conformance.tolerance.model import expected
 
     with variants.active("pe-sin-cos-halves"):
         marian = reference.positional_encoding(seq_len, d_model).astype(np.float32).astype(np.float64)

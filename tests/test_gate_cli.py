@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from hypothesis import find, settings
 
-from conformance import failing_cases
-from conformance.cli import backend_versions, main
-from conformance.strategies import SCALES, arrays
+from conformance.kit import failing_cases
+from conformance.gate.cli import main
+from conformance.gate.runner import backend_versions
+from conformance.kit.strategies import SCALES, arrays
 
 HERE = Path(__file__).parent
 SUITE = HERE / "gate_suite"
@@ -135,7 +136,7 @@ def test_a_failure_carries_its_backend_calls_readable_and_saved_with_a_reproduct
 
 
 def two_decimal(values, scale):
-    """Every value a multiple of scale / 100 (conformance.strategies.two_decimals)."""
+    """Every value a multiple of scale / 100 (conformance.kit.strategies.two_decimals)."""
     steps = np.asarray(values) / scale * 100
     return bool(np.allclose(steps, np.round(steps), rtol=0, atol=1e-6))
 

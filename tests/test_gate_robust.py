@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance import record, report, watchdog
-from conformance.cli import EXIT_INTERRUPTED, INTERRUPTED, build_parser
-from conformance.harness import BackendFault, call_op
+from conformance.kit import record, watchdog
+from conformance.gate import tally
+from conformance.gate.cli import build_parser
+from conformance.gate.runner import INTERRUPTED
+from conformance.kit.verdicts import EXIT_INTERRUPTED
+from conformance.kit.harness import BackendFault, call_op
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,7 +163,7 @@ def test_a_backend_fault_inside_another_op_s_test_is_booked_under_the_failing_op
         "test": "properties/test_multi_head.py::test_x", "op": "multi_head_attention", "kind": "property",
         "target": {"id": "t-float64"}, "when": "call", "outcome": "failed", "conformance": rec.as_property(),
         "failure": "AssertionError"}) + "\n")
-    by_op = {r.op: r for r in report.aggregate(report.read_results(results))}
+    by_op = {r.op: r for r in tally.aggregate(tally.read_results(results))}
     assert by_op["attention"].status == "fail" and by_op["multi_head_attention"].status == "no tests"
     note = by_op["attention"].tests[0].notes[0]
     assert note == ("booked under attention, whose call failed, in properties/test_multi_head.py::test_x "
@@ -168,7 +171,7 @@ def test_a_backend_fault_inside_another_op_s_test_is_booked_under_the_failing_op
 
 
 def test_a_file_backend_records_the_versions_of_what_its_module_imported(tmp_path):
-    from conformance.cli import backend_versions, check_targets
+    from conformance.gate.runner import backend_versions, check_targets
 
     module = tmp_path / "uses_scipy_backend.py"
     module.write_text("import scipy.special  # noqa: F401 - what a real adapter imports: its library\n"

@@ -14,7 +14,7 @@ import pytest
 from backends.contract import OPS
 from backends.registry import load_backend
 from conformance import golden
-from conformance.cli import main
+from conformance.gate.cli import main
 from conformance.golden import GoldenError
 
 

@@ -13,7 +13,7 @@ import pytest
 from backends.numpy_backend import NumpyBackend
 from backends.registry import load_backend
 from conformance import golden
-from conformance.cli import main
+from conformance.gate.cli import main
 from tests.mutants import catalog
 
 
@@ -169,12 +169,14 @@ def test_the_hazard_cases_catch_what_the_ordinary_ones_miss(golden_dir, tmp_path
 
 
 class FastVarianceLayerNorm(NumpyBackend):
-    """layer norm with the one-pass variance E[x^2] - E[x]^2 (Flax's use_fast_variance=True)."""
+    """layer norm with the one-pass variance E[x^2] - E[x]^2 (Flax's use_fast_variance=True); at
+    float16 x^2 overflows on the hazard rows, which is part of the bug (no warning)."""
 
     def layer_norm(self, x, gamma, beta, eps):
-        mean = x.mean(axis=-1, keepdims=True)
-        var = (x * x).mean(axis=-1, keepdims=True) - mean * mean
-        return (x - mean) / np.sqrt(var + x.dtype.type(eps)) * gamma + beta
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = x.mean(axis=-1, keepdims=True)
+            var = (x * x).mean(axis=-1, keepdims=True) - mean * mean
+            return (x - mean) / np.sqrt(var + x.dtype.type(eps)) * gamma + beta
 
 
 @pytest.mark.parametrize(("dtype", "case"), [("float16", "layer_norm-2"), ("float32", "layer_norm-4")])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from backends.numpy_backend import NumpyBackend
-from conformance.harness import BackendFault, call_op
+from conformance.kit.harness import BackendFault, call_op
 
 
 class Faulty(NumpyBackend):

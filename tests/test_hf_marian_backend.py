@@ -18,7 +18,7 @@ import pytest
 
 import reference as ref
 from backends import hf_marian
-from conformance.harness import to_native
+from conformance.kit.harness import to_native
 from reference import variants
 from tests.masks import padding_mask, random_mask
 from tests.matching import assert_matches_reference
@@ -27,7 +27,7 @@ CONFIG: dict[str, Any] = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder
                           "num_decoder_layers": 2, "src_vocab_size": 11, "tgt_vocab_size": 7}
 B, S_SRC, S_TGT = 3, 5, 4
 VARIANTS = [("relu", True), ("gelu", False)]  # (activation, scale_embedding); Marian is post-LN only
-MARIAN_PE = ("pe-sin-cos-halves", "pe-table-float32")  # Marian's table, as conformance/VARIANTS.md names it
+MARIAN_PE = ("pe-sin-cos-halves", "pe-table-float32")  # Marian's table, as conformance/tolerance/VARIANTS.md names it
 FACTORIES = {"hf-marian": hf_marian.factory, "hf-marian-sdpa": hf_marian.sdpa_factory}
 
 

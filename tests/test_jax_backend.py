@@ -17,7 +17,7 @@ import pytest
 
 import reference as ref
 from backends import jax_backend
-from conformance.harness import to_native
+from conformance.kit.harness import to_native
 from tests.masks import padding_mask, random_mask
 from tests.matching import assert_matches_reference
 

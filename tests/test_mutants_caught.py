@@ -1,6 +1,6 @@
 """The gate catches every mutant of the zoo (tests/mutants/catalog.py).
 
-For each mutant, ``python -m conformance run`` (``conformance.cli.main``, in process) runs the
+For each mutant, ``python -m conformance run`` (``conformance.gate.cli.main``, in process) runs the
 property and differential suites on it in the ``ci`` profile, restricted with ``--ops`` to the
 op(s) its bug lives in, and must exit 1 with each of those ops failing on the mutant's target
 in report.json. To keep CI to a few minutes:
@@ -31,8 +31,8 @@ pytest.importorskip("torch")
 from backends.contract import OPS  # noqa: E402
 from backends.registry import load_backend  # noqa: E402
 from backends.torch_backend import TorchBackend  # noqa: E402
-from conformance.harness import to_native  # noqa: E402
-from conformance.report import FAILING  # noqa: E402
+from conformance.kit.harness import to_native  # noqa: E402
+from conformance.kit.verdicts import FAILING  # noqa: E402
 from tests import gate_runs  # noqa: E402
 from tests.mutants import catalog, model, zoo  # noqa: E402
 

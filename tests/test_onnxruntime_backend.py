@@ -18,9 +18,9 @@ import pytest
 
 import reference as ref
 from backends import onnxruntime_backend as ob
-from conformance import features
-from conformance.harness import to_native
-from conformance.tolerances import rounded_inputs
+from conformance.kit import features
+from conformance.kit.harness import to_native
+from conformance.tolerance.model import rounded_inputs
 from tests.masks import padding_mask, random_mask
 from tests.matching import assert_matches_reference, assert_within_tolerance
 

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 from backends.numpy_backend import NumpyBackend
 from backends.registry import load_backend
-from conformance import features
+from conformance.kit import features
 from conformance.differential import test_mask_kinds as mask_kind_cases
-from conformance.harness import call_op
+from conformance.kit.harness import call_op
 from tests.mutants.catalog import PADDING_OPS
 
 ROOT = Path(__file__).resolve().parent.parent

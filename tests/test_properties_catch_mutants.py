@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("torch")
 
 from backends.registry import load_backend  # noqa: E402
-from properties.strategies import NO_SHRINK_VARIABLE  # noqa: E402
+from conformance.kit.strategies import NO_SHRINK_VARIABLE  # noqa: E402
 from tests.mutants import catalog  # noqa: E402
 from tests.mutants.zoo import MUTANTS  # noqa: E402
 

@@ -22,7 +22,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import reference
-from conformance.strategies import configs
+from conformance.kit.strategies import configs
 
 pytestmark = pytest.mark.filterwarnings("error")
 

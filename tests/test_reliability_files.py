@@ -27,8 +27,9 @@ import numpy as np
 import pytest
 
 from backends.registry import load_backend
-from conformance import deviations, golden
-from conformance.cli import main
+from conformance.gate import deviations
+from conformance import golden
+from conformance.gate.cli import main
 from conformance.golden import GoldenError
 
 REAL_OPEN = builtins.open

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from conformance.cli import main
+from conformance.gate.cli import main
 from tests.faults.backends import FAULTS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,9 +5,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conformance import report
-from conformance.deviations import Deviation
-from conformance.gate_plugin import _notes_from_text
+from conformance.gate import report
+from conformance.gate import tally
+from conformance.gate.deviations import Deviation
+from conformance.gate.plugin import _notes_from_text
 
 TARGET = {"id": "torch-float32", "spec": "torch", "dtype": "float32", "device": "cpu"}
 MESSAGE = ("torch[float32, cpu].softmax: out[1, 2] = 0.3 but should be 0.5 (abs err 0.2, rel err 0.4, "
@@ -43,11 +44,13 @@ def passed(name, op, examples=100, ratio=0.25):
 def failed(name, op):
     return rec(name, op, "failed", failure=f"E   AssertionError: {MESSAGE}\nE   {EXAMPLE}", falsifying_example=EXAMPLE,
                reproduce_blob=BLOB,
-               conformance={"examples": 37, "worst_ratio": 1.67e6, "failure": MESSAGE, "notes": []})
+               conformance={"examples": 37, "worst_ratio": 1.67e6, "failure": MESSAGE, "worst_element": "out[1, 2]",
+                            "notes": []})
 
 
 def skipped(name, op, reason):
-    return rec(name, op, "skipped", when="setup", skip_reason=reason)
+    kind = next((k for k in ("not implemented", "unsupported") if reason.startswith(k)), None)
+    return rec(name, op, "skipped", when="setup", skip_reason=reason, skip_kind=kind)
 
 
 @pytest.fixture
@@ -58,7 +61,7 @@ def run(tmp_path):
         skipped("test_a", "embedding", "not implemented: torch[float32, cpu].embedding"),
         skipped("test_a", "attention", "unsupported: torch-float32: no"),
     ]
-    return report.read_results(write_run(tmp_path, records))
+    return tally.read_results(write_run(tmp_path, records))
 
 
 def by_op(results):
@@ -66,7 +69,7 @@ def by_op(results):
 
 
 def test_statuses_examples_and_worst_ratio_per_op(run):
-    results = by_op(report.aggregate(run))
+    results = by_op(tally.aggregate(run))
     assert {op: r.status for op, r in results.items()} == {
         "softmax": "fail", "layer_norm": "pass", "embedding": "not implemented", "attention": "unsupported"}
     assert results["layer_norm"].worst_ratio == 0.75 and results["layer_norm"].examples == 200
@@ -75,23 +78,23 @@ def test_statuses_examples_and_worst_ratio_per_op(run):
 
 
 def test_every_contract_op_without_tests_is_listed_as_no_tests(run):
-    results = report.aggregate(run)
+    results = tally.aggregate(run)
     assert len(results) == 14
     assert {r.op for r in results if r.status == "no tests"} >= {"positional_encoding", "greedy_decode"}
 
 
 def test_a_failure_keeps_the_shrunk_example_blob_and_worst_element(run):
-    failure = by_op(report.aggregate(run))["softmax"].failures[0].to_json()
+    failure = by_op(tally.aggregate(run))["softmax"].failures[0].to_json()
     assert failure["message"] == MESSAGE
     assert failure["worst_element"] == "out[1, 2]"
     assert failure["falsifying_example"] == EXAMPLE and failure["reproduce_blob"] == BLOB
 
 
 def test_known_deviation_ranks_below_fail_and_above_pass(run):
-    softmax = by_op(report.aggregate(run))["softmax"]
+    softmax = by_op(tally.aggregate(run))["softmax"]
     softmax.failures[0].deviation = Deviation(backend="torch", dtype="float32", op="softmax", reason="accepted")
     assert softmax.status == "known deviation"
-    extra = report.TestResult(nodeid="x", test="x", op="softmax", kind="property", target="torch-float32",
+    extra = tally.TestResult(nodeid="x", test="x", op="softmax", kind="property", target="torch-float32",
                               outcome="failed")
     softmax.tests.append(extra)  # one more failure, not covered
     assert softmax.status == "fail"
@@ -111,7 +114,7 @@ def test_crash_and_timeout(tmp_path):
         f.write(json.dumps({"event": "start", "nodeid": lost["nodeid"]}) + "\n")
     (tmp_path / "results.jsonl.items").write_text("\n".join(json.dumps(
         {k: r[k] for k in ("nodeid", "test", "op", "kind", "target")}) for r in (crash, hang, lost)))
-    run = report.read_results(path)
+    run = tally.read_results(path)
     tests = {t.op: t for t in run.tests}
     assert tests["softmax"].outcome == "crashed"
     assert tests["softmax"].message == ("worker 'gw1' crashed while running 'properties/test_softmax.py::test_c' "
@@ -120,7 +123,7 @@ def test_crash_and_timeout(tmp_path):
     assert tests["layer_norm"].message.startswith("no result after 0:00:03 (the per-test timeout, or the per-call watchdog")
     assert 'line 40 in layer_norm' in tests["layer_norm"].failure
     assert tests["attention"].outcome == "crashed" and tests["attention"].target == "torch-float32"
-    statuses = {r.op: r.status for r in report.aggregate(run) if r.tests}
+    statuses = {r.op: r.status for r in tally.aggregate(run) if r.tests}
     assert statuses == {"softmax": "crashed", "layer_norm": "timeout", "attention": "crashed"}
 
 
@@ -128,11 +131,11 @@ def test_a_line_cut_short_by_a_dying_process_is_ignored(tmp_path):
     path = write_run(tmp_path, [passed("test_a", "softmax")])
     with path.open("a") as f:
         f.write('{"event": "report", "nodeid": "prop')
-    assert [t.outcome for t in report.read_results(path).tests] == ["passed"]
+    assert [t.outcome for t in tally.read_results(path).tests] == ["passed"]
 
 
 def test_table_rows_and_no_tests_summary(run):
-    text = report.table(report.aggregate(run))
+    text = report.table(tally.aggregate(run))
     lines = text.splitlines()
     assert lines[0].split() == ["target", "op", "status", "worst", "err/tol", "examples", "tests", "passed"]
     softmax = next(line for line in lines if " softmax " in line)
@@ -142,7 +145,7 @@ def test_table_rows_and_no_tests_summary(run):
 
 
 def document(run):
-    results = report.aggregate(run)
+    results = tally.aggregate(run)
     return report.document(kind="gate", command=["python", "-m", "conformance", "run"], environment={},
                            settings={}, targets=[{**TARGET, "status": "tested"}], results=results, tests=run.tests,
                            errors=[], reasons=["1 op result(s) failed: softmax on torch-float32 (fail)"],
@@ -186,3 +189,15 @@ def test_hypothesis_notes_are_recovered_from_a_printed_traceback():
     notes = _notes_from_text(text)
     assert notes[0] == "Failing test case: test_a(\n    x=10,\n)"
     assert BLOB in notes[1]
+
+
+def test_the_skip_kind_and_the_worst_element_are_fields_of_the_record_not_parsed_from_text(tmp_path):
+    """The gate reads what the workers wrote as fields (conformance.kit.harness.Skip's kind, the
+    assertion helpers' element): a reason that only looks like "unsupported" is a plain skip."""
+    kinds = [rec("test_a", "softmax", "skipped", when="setup", skip_reason="unsupported: lookalike"),
+             rec("test_a", "embedding", "skipped", when="setup", skip_reason="no ids", skip_kind="not implemented"),
+             rec("test_a", "layer_norm", "failed", failure="E   boom",
+                 conformance={"examples": 1, "worst_ratio": 2.0, "failure": "gap = 3", "worst_element": "gap[0, 1]"})]
+    results = by_op(tally.aggregate(tally.read_results(write_run(tmp_path, kinds))))
+    assert results["softmax"].status == "skipped" and results["embedding"].status == "not implemented"
+    assert results["layer_norm"].failures[0].to_json()["worst_element"] == "gap[0, 1]"

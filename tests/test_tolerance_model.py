@@ -1,9 +1,9 @@
-"""The tolerance model (conformance/tolerances.py, derivation in conformance/TOLERANCES.md):
+"""The tolerance model (conformance/tolerance/model.py, derivation in conformance/tolerance/TOLERANCES.md):
 
 (a) correct backends pass at every dtype (torch float64/float32/bfloat16/float16, numpy
     float32/float16/bfloat16) on a few hundred seeded random cases of every op, large logits
     and deep configs included (the many-thousand-case measurement is
-    conformance/bench_tolerances.py; the zoo of correct algorithms is tests/correct/);
+    benchmarks/bench_tolerances.py; the zoo of correct algorithms is tests/correct/);
 (b) a backend that computes in float32 while claiming float64 fails on every op, by orders
     of magnitude, and a small systematic error inside every per-element bound fails as such;
 and the machinery: the bounds' values are the reference's, the tolerance is the same under
@@ -26,16 +26,17 @@ import pytest
 
 import reference
 from backends.numpy_backend import NumpyBackend
+from backends.ops import Case
 from backends.registry import load_backend
-from conformance import error_bounds, tolerances
-from conformance.bench_tolerances import (
-    GENERATORS, Case, case_d_model, expected_for, informative, random_case, worst_ratio,
+from conformance.tolerance import error_bounds, model
+from benchmarks.bench_tolerances import (
+    MEASURED, case_d_model, expected_for, informative, random_case, worst_ratio,
 )
 from conformance.differential._compare import compare, compare_greedy
-from conformance.tolerances import expected, min_d_model, rounded_inputs
+from conformance.tolerance.model import expected, min_d_model, rounded_inputs
 from tests.mutants.precision import Float32Inside
 
-OPS = list(GENERATORS)
+OPS = list(MEASURED)
 CORRECT = [("torch", "float64"), ("torch", "float32"), ("torch", "bfloat16"), ("torch", "float16"),
            ("numpy", "float32"), ("numpy", "float16"), ("numpy", "bfloat16")]
 CASES_PER_OP = 4
@@ -112,7 +113,7 @@ def test_bound_values_are_the_reference(op: str) -> None:
     """The bounds propagate through the reference's own equations: their exact values agree
     with the reference to float64 rounding."""
     for case in _cases(op, "float64", 3):
-        value = tolerances.reference_value(case.op, case.args, case.kwargs)
+        value = model.reference_value(case.op, case.args, case.kwargs)
         got = error_bounds.bound(case.op, case.args, case.kwargs, error_bounds.Rounding(0.0, 0.0))
         np.testing.assert_allclose(got.v, value, rtol=1e-12, atol=1e-12 * max(1.0, float(np.max(np.abs(value)))))
         assert got.e.shape == value.shape and np.all(got.e == 0.0)
@@ -126,12 +127,12 @@ def test_tolerance_is_zero_on_fully_masked_rows_and_on_exact_results() -> None:
     mask = rng.random((2, 4, 5)) < 0.7
     mask[1, 2] = False
     want = expected("attention_weights", [q, k], {"mask": mask}, dtype="float32")
-    floor = tolerances.tiny("float32")
+    floor = model.tiny("float32")
     assert np.all(want.tol[1, 2] == floor) and np.all(want.tol[~mask] == floor)
     assert np.all(want.tol[mask] > 10 * floor)
     table = rng.normal(0.0, 1.0, (7, 4))
     lookup = expected("embedding", [np.array([[1, 6]]), table], dtype="bfloat16")
-    assert np.all(lookup.tol == tolerances.tiny("bfloat16"))
+    assert np.all(lookup.tol == model.tiny("bfloat16"))
 
 
 def test_float64_tolerance_is_float64_sized() -> None:
@@ -155,12 +156,12 @@ def test_a_failure_says_which_part_of_the_rule_set_its_tolerance() -> None:
         {"d_model": 256, "num_heads": 2, "d_ff": 512, "num_encoder_layers": 1, "num_decoder_layers": 0,
          "src_vocab_size": 3, "tgt_vocab_size": 3}, 0)["encoder"][0]["ffn"]
     want = expected("feed_forward", [x, p], dtype="float32")
-    text = tolerances.terms("feed_forward", [x, p], {}, dtype="float32", index=(0, 1, 3))
+    text = model.terms("feed_forward", [x, p], {}, dtype="float32", index=(0, 1, 3))
     assert text.startswith(f"tolerance {want.tol[0, 1, 3]:.3g} = 2 x bound ")
     acc, store = (float(part.split(" ")[0].rstrip(",")) for part in text.split("alone ")[1:])
     assert acc > store > 0
     logits = np.array([[300.0, 299.0, 0.0]])
-    text = tolerances.terms("softmax", [logits], {}, dtype="float32", index=(0, 1))
+    text = model.terms("softmax", [logits], {}, dtype="float32", index=(0, 1))
     acc, store = (float(part.split(" ")[0].rstrip(",")) for part in text.split("alone ")[1:])
     assert store > acc
 
@@ -178,7 +179,7 @@ def _openblas_kernels() -> list[str]:
 TOLERANCE_PROBE = """
 import json, sys, numpy as np, threadpoolctl
 from tests.test_tolerance_model import _cases, OPS
-from conformance.tolerances import expected
+from conformance.tolerance.model import expected
 info = threadpoolctl.threadpool_info()
 out = {"kernels": sorted({i.get("architecture", "?") for i in info if i["user_api"] == "blas"}), "tol": {}}
 for op in OPS:

@@ -14,7 +14,7 @@ import torch
 import reference as ref
 from backends.contract import OPS
 from backends.torch_backend import TorchBackend, factory
-from conformance.harness import to_native
+from conformance.kit.harness import to_native
 from tests.masks import padding_mask
 from tests.matching import assert_matches_reference
 

@@ -28,7 +28,7 @@ from backends.torch_nn import (
     mha_state,
     nn_masks,
 )
-from conformance.harness import to_native
+from conformance.kit.harness import to_native
 from tests.masks import padding_mask, random_mask
 from tests.matching import assert_matches_reference
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import reference as ref
 from backends import torch_sdpa
 from backends.torch_sdpa import TorchSDPABackend, factory
-from conformance.harness import to_native
+from conformance.kit.harness import to_native
 from tests.masks import padding_mask
 from tests.matching import assert_matches_reference
 

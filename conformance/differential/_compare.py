@@ -1,30 +1,29 @@
 """One comparison for every differential test: round the inputs to the backend's dtype, run the
-op on the backend and on the reference, and assert closeness under conformance/tolerances.py;
+op on the backend and on the reference, and assert closeness under conformance/tolerance/model.py;
 and greedy decoding compared token by token, stopping (with a note) at a legitimate near-tie.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from hypothesis import settings
 
 import reference
-from conformance import diagnosis, record
-from conformance.assertions import ToleranceExceeded, assert_close, assert_equal, assert_no_systematic_error
-from conformance.harness import call_op, label
-from conformance.tolerances import expected, margin_tolerance, reference_value, rounded_inputs, terms
+from conformance.kit import record
+from conformance.kit.assertions import ToleranceExceeded, assert_close, assert_equal, assert_no_systematic_error
+from conformance.kit.harness import call_op, label
+from conformance.tolerance import diagnosis
+from conformance.tolerance.model import expected, margin_tolerance, reference_value, rounded_inputs, terms
 
 REALISTIC: dict[str, Any] = {
     "d_model": 512, "num_heads": 8, "d_ff": 2048, "num_encoder_layers": 1, "num_decoder_layers": 1,
     "src_vocab_size": 1000, "tgt_vocab_size": 1000,
 }
 """The fixed realistic-size config: the paper's base model widths, one layer per stack (deep
-stacks are measured by conformance/bench_tolerances.py, kept out of the always-run cases for
+stacks are measured by benchmarks/bench_tolerances.py, kept out of the always-run cases for
 time)."""
 
 
@@ -37,17 +36,11 @@ def realistic_params(seed: int, **variant: Any) -> dict[str, Any]:
 
 
 OP_SHARE, LAYER_SHARE, MODEL_SHARE = 0.5, 0.2, 0.1
-"""Shares of the profile's max_examples: elementary ops, one layer or multi-head attention (a
-dozen ops per call), and the whole model (encode, decode, forward, greedy decoding)."""
-
-
-def examples(share: float) -> settings:
-    """Settings running ``share`` of the active profile's max_examples (at least 10): ci
-    50 / 20 / 10, thorough 500 / 200 / 100. An elementary op's example costs ~4 ms (most of
-    it Hypothesis generating it), a model-level one ~40 ms (the reference, the backend and
-    the harness' checks); these shares keep the ci profile's differential run near 25 s on
-    two cores. Applied at import (collection) time, after the profile is loaded."""
-    return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)))
+"""Shares of the profile's max_examples (``conformance.kit.strategies.budget``): elementary ops,
+one layer or multi-head attention (a dozen ops per call), and the whole model (encode, decode,
+forward, greedy decoding): ci 50 / 20 / 10, thorough 500 / 200 / 100. An elementary op's example
+costs ~4 ms (most of it Hypothesis generating it), a model-level one ~40 ms (the reference, the
+backend and the harness' checks)."""
 
 
 def compare(backend: Any, op: str, *args: Any, where: np.ndarray | None = None, what: str = "",
@@ -55,7 +48,7 @@ def compare(backend: Any, op: str, *args: Any, where: np.ndarray | None = None, 
     """``backend.<op>(*args, **kwargs)`` is within tolerance of ``reference.<op>`` on the same
     (dtype-rounded) inputs, at the positions where ``where`` is True (all when None): every
     element within its bound, and the whole tensor free of a systematic error
-    (conformance/tolerances.py). Returns the worst error/tolerance ratio.
+    (conformance/tolerance/model.py). Returns the worst error/tolerance ratio.
     """
     __tracebackhide__ = True
     args, kwargs = rounded_inputs(list(args), backend.dtype), rounded_inputs(kwargs, backend.dtype)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import OP_SHARE, compare, examples
-from conformance.strategies import arrays, attention_masks
+from conformance.differential._compare import OP_SHARE, compare
+from conformance.kit.strategies import arrays, attention_masks, budget
 
 D_K = (1, 2, 3, 4, 8, 16, 64)
 
@@ -33,7 +33,7 @@ def attention_inputs(draw: st.DrawFn, *, max_batch: int = 3, max_seq: int = 8) -
 
 
 @pytest.mark.op("attention_weights")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs())
 def test_attention_weights(backend: Any, case: dict[str, Any]) -> None:
     """softmax(q k^T / sqrt(d_k)) with masking: every weight; fully masked rows must be zeros."""
@@ -41,7 +41,7 @@ def test_attention_weights(backend: Any, case: dict[str, Any]) -> None:
 
 
 @pytest.mark.op("attention")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=attention_inputs())
 def test_attention(backend: Any, case: dict[str, Any]) -> None:
     """softmax(q k^T / sqrt(d_k)) v with masking: every output; fully masked rows must be zeros."""

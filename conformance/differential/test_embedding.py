@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import OP_SHARE, compare, examples
-from conformance.strategies import arrays, token_ids
+from conformance.differential._compare import OP_SHARE, compare
+from conformance.kit.strategies import arrays, budget, token_ids
 
 
 @st.composite
@@ -23,7 +23,7 @@ def embedding_inputs(draw: st.DrawFn, *, max_vocab: int = 12, max_d: int = 16, m
 
 
 @pytest.mark.op("embedding")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=embedding_inputs())
 def test_embedding(backend: Any, case: tuple[np.ndarray, np.ndarray]) -> None:
     """table[ids] for small tables: every element (a lookup; correct backends are exact)."""

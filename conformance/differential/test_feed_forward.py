@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import LAYER_SHARE, compare, examples, realistic_params
-from conformance.strategies import arrays, configs, params
+from conformance.differential._compare import LAYER_SHARE, compare, realistic_params
+from conformance.kit.strategies import arrays, budget, configs, params
 
 
 @st.composite
@@ -29,13 +29,13 @@ GELU_CANCELLATION = {
           "b_2": np.array([0.10274645, 0.09165673])},
     "activation": "gelu",
 }
-"""Found by conformance/bench_tolerances.py: both GELU inputs negative, so 1 + erf cancels and
+"""Found by benchmarks/bench_tolerances.py: both GELU inputs negative, so 1 + erf cancels and
 erf's few-ulp error (torch float32) dominates, then the output cancels too (0.006 from terms
 of 0.1). torch float32 exceeded a model without erf's rounding (1.25 x); see TOLERANCES.md."""
 
 
 @pytest.mark.op("feed_forward")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=ffn_inputs())
 @example(case=GELU_CANCELLATION)
 def test_feed_forward(backend: Any, case: dict[str, Any]) -> None:

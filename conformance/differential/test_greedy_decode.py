@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare_greedy, examples, realistic_params
-from conformance.strategies import configs, padding_masks, params, token_ids
-from conformance.tolerances import min_d_model
+from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare_greedy, realistic_params
+from conformance.kit.strategies import budget, configs, padding_masks, params, token_ids
+from conformance.tolerance.model import min_d_model
 
 
 @st.composite
@@ -30,7 +30,7 @@ def greedy_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, 
 
 
 @pytest.mark.op("greedy_decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(data=st.data())
 def test_greedy_decode(backend: Any, data: st.DataObject) -> None:
     """Token ids of every row up to its first legitimate near-tie divergence (all of them, and

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.differential._compare import OP_SHARE, compare, examples
-from conformance.strategies import arrays
+from conformance.differential._compare import OP_SHARE, compare
+from conformance.kit.strategies import arrays, budget
 
 EPSILONS = (1e-5, 1e-6, 1e-3)
 
@@ -27,7 +27,7 @@ def layer_norm_inputs(draw: st.DrawFn, *, max_d: int = 64) -> tuple:
 
 
 @pytest.mark.op("layer_norm")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=layer_norm_inputs())
 def test_layer_norm(backend: Any, case: tuple) -> None:
     """LN over the last axis of small arrays: every element."""

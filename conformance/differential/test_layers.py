@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
-from conformance.differential._compare import LAYER_SHARE, REALISTIC, compare, examples, realistic_params
-from conformance.strategies import arrays, configs, key_padded_masks, params
-from conformance.tolerances import min_d_model
+from conformance.differential._compare import LAYER_SHARE, REALISTIC, compare, realistic_params
+from conformance.kit.strategies import arrays, budget, configs, key_padded_masks, params
+from conformance.tolerance.model import min_d_model
 
 
 @st.composite
@@ -38,7 +38,7 @@ def decoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
 
 
 @pytest.mark.op("encoder_layer")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(data=st.data())
 def test_encoder_layer(backend: Any, data: st.DataObject) -> None:
     """One encoder layer on small inputs (every config variant; d_model >= 4 at half
@@ -48,7 +48,7 @@ def test_encoder_layer(backend: Any, data: st.DataObject) -> None:
 
 
 @pytest.mark.op("decoder_layer")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(data=st.data())
 def test_decoder_layer(backend: Any, data: st.DataObject) -> None:
     """One decoder layer on small inputs (every config variant; d_model >= 4 at half

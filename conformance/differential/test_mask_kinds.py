@@ -1,4 +1,4 @@
-"""Every mask argument of every op, with every kind of mask (conformance/features.py), on one
+"""Every mask argument of every op, with every kind of mask (conformance/kit/features.py), on one
 fixed small case each: the guarantee that no padding pattern goes untested does not rest on the
 draws of the Hypothesis tests (a layer's budget is a few dozen examples for the six kinds of
 each of its masks). A key-padding mask that a kernel turns into a per-row key count is right
@@ -28,8 +28,8 @@ import pytest
 
 import reference
 from conformance.differential._compare import compare, compare_greedy
-from conformance.features import MASK_ARGUMENTS, OP_FEATURES
-from conformance.tolerances import query_positions
+from conformance.kit.features import MASK_ARGUMENTS, OP_FEATURES
+from conformance.tolerance.model import query_positions
 
 CONFIG: dict[str, Any] = {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_encoder_layers": 1,
                           "num_decoder_layers": 1, "src_vocab_size": 11, "tgt_vocab_size": 11}

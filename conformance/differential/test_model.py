@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare, examples, realistic_params
-from conformance.strategies import arrays, configs, padding_masks, params, token_ids
-from conformance.tolerances import min_d_model, query_positions
+from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare, realistic_params
+from conformance.kit.strategies import arrays, budget, configs, padding_masks, params, token_ids
+from conformance.tolerance.model import min_d_model, query_positions
 
 
 @st.composite
@@ -30,7 +30,7 @@ def model_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, m
 
 
 @pytest.mark.op("encode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(data=st.data())
 def test_encode(backend: Any, data: st.DataObject) -> None:
     """The encoder stack: every output at real (not padded) source positions."""
@@ -40,7 +40,7 @@ def test_encode(backend: Any, data: st.DataObject) -> None:
 
 
 @pytest.mark.op("decode")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(data=st.data())
 def test_decode(backend: Any, data: st.DataObject) -> None:
     """The decoder stack over a given memory: every output at real target positions."""
@@ -51,7 +51,7 @@ def test_decode(backend: Any, data: st.DataObject) -> None:
 
 
 @pytest.mark.op("forward")
-@examples(MODEL_SHARE)
+@budget(MODEL_SHARE)
 @given(data=st.data())
 def test_forward(backend: Any, data: st.DataObject) -> None:
     """The logits of the whole model: every logit at real target positions."""

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import LAYER_SHARE, compare, examples, realistic_params
-from conformance.strategies import arrays, key_padded_masks, seeds
+from conformance.differential._compare import LAYER_SHARE, compare, realistic_params
+from conformance.kit.strategies import arrays, budget, key_padded_masks, seeds
 
 
 @st.composite
@@ -37,7 +37,7 @@ def _attention_params(d_model: int, seed: int) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.op("multi_head_attention")
-@examples(LAYER_SHARE)
+@budget(LAYER_SHARE)
 @given(case=mha_inputs())
 def test_multi_head_attention(backend: Any, case: dict[str, Any]) -> None:
     """Concat(heads) W_o + b_o on small inputs: every output (rows with every key masked

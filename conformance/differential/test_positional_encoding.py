@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conformance.differential._compare import OP_SHARE, compare, examples
+from conformance.differential._compare import OP_SHARE, compare
+from conformance.kit.strategies import budget
 
 
 @pytest.mark.op("positional_encoding")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(seq_len=st.integers(1, 64), half_d_model=st.integers(1, 32))
 def test_positional_encoding(backend: Any, seq_len: int, half_d_model: int) -> None:
     """PE(seq_len, d_model) for small sizes (d_model = 2 included): every element."""

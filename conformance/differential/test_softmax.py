@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.differential._compare import OP_SHARE, compare, examples
-from conformance.strategies import arrays, seeds
+from conformance.differential._compare import OP_SHARE, compare
+from conformance.kit.strategies import arrays, budget, seeds
 
 LOGIT_SCALES = (1.0, 0.1, 10.0, 100.0, 1000.0)
 """Standard deviations of the logits: 1000 puts row maxima past exp's float64 overflow (709),
@@ -37,7 +37,7 @@ def softmax_inputs(draw: st.DrawFn, *, max_dims: int = 3, max_side: int = 8) -> 
 
 
 @pytest.mark.op("softmax")
-@examples(OP_SHARE)
+@budget(OP_SHARE)
 @given(case=softmax_inputs())
 def test_softmax(backend: Any, case: tuple[np.ndarray, int]) -> None:
     """softmax(x, axis) on small arrays: every element, rows along ``axis`` being the

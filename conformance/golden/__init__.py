@@ -1,6 +1,6 @@
 """Golden vectors: seeded cases of every contract op, for implementations that are not Python,
 and the check of the outputs such an implementation wrote. The format is documented for other
-languages in conformance/GOLDEN.md.
+languages in conformance/golden/GOLDEN.md.
 
 ``export(dir)`` writes the cases (conformance/golden/catalog.py) with their expected values and
 tolerances (export.py; layouts and safe reading: layout.py); ``check(dir, outputs)`` compares

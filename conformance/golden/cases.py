@@ -16,14 +16,14 @@ import ml_dtypes
 import numpy as np
 
 import reference
-from backends.contract import DTYPES
-from conformance import tolerances
+from reference.params import map_floats
+from conformance.tolerance import model
 
 DEFAULT_SEED = 20240611
 SMALLEST_NORMAL_FLOAT16 = 2.0**-14
 NEAR_TIE_SAFETY = 1.0
 """greedy_decode cases are kept only if every step's top-2 logit margin exceeds this multiple of
-the near-tie tolerance (tolerances.margin_tolerance) at every dtype: a correct backend then has
+the near-tie tolerance (model.margin_tolerance) at every dtype: a correct backend then has
 no legitimate reason to pick another token (the differential suite's rule), so tokens are exact."""
 
 
@@ -62,7 +62,7 @@ class Cases(list):
         if callable(description):
             description = description(arguments)
         if compare_queries is not None:
-            extra["compare"] = tolerances.query_positions(arguments[compare_queries])
+            extra["compare"] = model.query_positions(arguments[compare_queries])
         self.append(Case(self.name(op), op, description, arguments, **extra))
 
 
@@ -82,7 +82,7 @@ def normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.0,
 
 
 def params(config: dict[str, Any], seed: int) -> dict[str, Any]:
-    return tolerances.map_floats(portable, reference.init_params(config, seed))
+    return map_floats(portable, reference.init_params(config, seed))
 
 
 def part(rng: np.random.Generator, config: dict[str, Any], *path: str | int) -> Any:
@@ -200,7 +200,7 @@ def telling(tokens: np.ndarray, eos_id: int) -> bool:
 EXACT_TOKEN_DTYPES = ("float64", "float32")
 """Where greedy_decode cases are exact: their logits' margins clear the near-tie tolerance. At
 float16 and bfloat16 the tolerance of a multi-layer model's logits is of the order of their
-spread (conformance/TOLERANCES.md, "Greedy decoding"): a correct engine may diverge at any step,
+spread (conformance/tolerance/TOLERANCES.md, "Greedy decoding"): a correct engine may diverge at any step,
 so the golden set does not check greedy tokens there."""
 
 
@@ -213,11 +213,11 @@ def clear_margins(args: dict[str, Any]) -> bool:
     a = args
     live = np.cumsum(tokens == a["eos_id"], axis=1)[:, :-1] == 0          # (B, L-1): step t+1 still decoding
     for dtype in reversed(EXACT_TOKEN_DTYPES):  # the loosest tolerance first: most rejections need one evaluation
-        logits = tolerances.expected("forward", [a["src_ids"], tokens[:, :-1], a["params"], a["config"]],
+        logits = model.expected("forward", [a["src_ids"], tokens[:, :-1], a["params"], a["config"]],
                                      {"src_mask": a["src_mask"]}, dtype=dtype)
         top2 = np.sort(logits.value, axis=-1)[..., -2:]                      # (B, L-1, 2)
         margin = top2[..., 1] - top2[..., 0]
-        allowed = np.apply_along_axis(tolerances.margin_tolerance, -1, logits.tol)  # (B, L-1)
+        allowed = np.apply_along_axis(model.margin_tolerance, -1, logits.tol)  # (B, L-1)
         if np.any(live & (margin <= NEAR_TIE_SAFETY * allowed)):
             return False
     return True

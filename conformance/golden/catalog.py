@@ -5,13 +5,17 @@ order."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 import reference
 from backends.contract import OPS
+from backends.ops import RECORDS
 from conformance.golden.cases import (
     CONFIG_POST, CONFIG_PRE, DEFAULT_SEED, PADDING_PATTERNS, QUERY_MASK, Case, Cases, attention_args, greedy_case,
-    model_args, normal, padding, padding_patterns, part, shapes)
+    model_args, normal, padding, padding_patterns, part, portable, shapes)
+from reference.params import map_floats
 
 PATTERNS = ", ".join(PADDING_PATTERNS)
 
@@ -21,6 +25,7 @@ def build_cases(seed: int = DEFAULT_SEED) -> list[Case]:
     cases = Cases(seed)
     ordinary(cases)
     hazards(cases)
+    registered(cases)
     order = {op: i for i, op in enumerate(OPS)}
     return sorted(cases, key=lambda c: order[c.op])  # stable: each op's cases in their order
 
@@ -191,3 +196,15 @@ def hazards(cases: Cases) -> None:
     add("layer_norm", "(4, 64), rows N(1000, 2) on bfloat16's grid (spacing 4): E[x]^2 needs ~30 bits, so the "
         "one-pass variance E[x^2] - E[x]^2 at float32 loses the variance's last bits (mean/sigma ~ 450); the "
         "two-pass variance does not", fast_variance_rows)
+
+
+def registered(cases: Cases) -> None:
+    """An op without a case of its own (an op just added to the contract) gets its op record's
+    case (backends/ops.py), with portable inputs: every op has golden vectors from its record on."""
+    covered = {c.op for c in cases}
+    for op in (op for op in OPS if op not in covered):
+        record = RECORDS[op]
+        case = record.sample(cases.rng())
+        arguments = inspect.signature(record.reference).bind(*case.args, **case.kwargs).arguments
+        cases.append(Case(cases.name(op), op, "the op record's case (backends/ops.py)",
+                          map_floats(portable, dict(arguments)), case.where))

@@ -19,15 +19,17 @@ from typing import Any
 import numpy as np
 
 from backends.contract import OPS
-from conformance import record, report
+from conformance.kit import record
+from conformance.gate import report
+from conformance.gate import tally
+from conformance.kit.verdicts import EXIT_ERROR, FAILING, NOT_IMPLEMENTED, verdict
 from conformance.golden.cases import EXACT_TOKEN_DTYPES
-from conformance.assertions import assert_close, assert_equal, assert_no_systematic_error
+from conformance.kit.assertions import assert_close, assert_equal, assert_no_systematic_error
 from conformance.golden.layout import GoldenError, load_manifest, load_output, read_part, safe_path
 
 OUTPUT_DTYPES = ("float64", "float32", "float16")  # what .npy holds; bfloat16 is written as float32
 ALL = "all"
 """``--require all``: every op of the manifest, every case."""
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Outcome:
     """The result of ``check``: one TestResult per case, and what was required and found."""
 
     dtype: str | None
-    tests: list[report.TestResult] = field(default_factory=list)
+    tests: list[tally.TestResult] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     directory: str = ""
     outputs: str = ""
@@ -43,19 +45,19 @@ class Outcome:
     strays: list[str] = field(default_factory=list)  # warnings: output files that match no case
 
     @property
-    def failures(self) -> list[report.TestResult]:
+    def failures(self) -> list[tally.TestResult]:
         return [t for t in self.tests if t.failed]
 
     @property
-    def checked(self) -> list[report.TestResult]:
+    def checked(self) -> list[tally.TestResult]:
         return [t for t in self.tests if t.outcome != "skipped"]
 
     @property
-    def not_implemented(self) -> list[report.TestResult]:
+    def not_implemented(self) -> list[tally.TestResult]:
         return [t for t in self.tests if t.outcome == "skipped"]
 
-    def op_results(self) -> list[report.OpResult]:
-        return report.aggregate(report.Run(targets=self.targets(), tests=self.tests))
+    def op_results(self) -> list[tally.OpResult]:
+        return tally.aggregate(tally.Run(targets=self.targets(), tests=self.tests))
 
     def targets(self) -> list[dict[str, str]]:
         ids = dict.fromkeys(t.target for t in self.tests if t.target)
@@ -67,7 +69,7 @@ class Outcome:
         for t in self.not_implemented:
             if t.op in self.require:
                 absent.setdefault(t.op, []).append(t.test.removeprefix("golden/"))
-        return [{"op": op, "target": self.tests[0].target, "status": report.NOT_IMPL, "cases": names}
+        return [{"op": op, "target": self.tests[0].target, "status": NOT_IMPLEMENTED, "cases": names}
                 for op, names in absent.items()]
 
     def warnings(self) -> list[str]:
@@ -90,13 +92,13 @@ class Outcome:
     def verdict(self) -> tuple[str, int, list[str]]:
         """(verdict, exit status, reasons)."""
         if self.errors():
-            return "error", EXIT_ERROR, self.errors()
-        failing = [r for r in self.op_results() if r.status in report.FAILING]
+            return (*verdict(error=True), self.errors())
+        failing = [r for r in self.op_results() if r.status in FAILING]
         reasons = [f"{len(failing)} op result(s) failed: " + ", ".join(f"{r.op} ({r.status})" for r in failing)] \
             if failing else []
         reasons += [f"required but not implemented: {m['op']} (no output for {', '.join(m['cases'])})"
                     for m in self.missing()]
-        return ("fail", EXIT_FAIL, reasons) if reasons else ("pass", EXIT_OK, [])
+        return (*verdict(failed=bool(reasons)), reasons)
 
     def summary(self) -> str:
         """The console's last line, e.g. ``golden check: PASS (exit 0) at float32: 13 checked (13
@@ -203,10 +205,10 @@ def _output_dtype(outputs: Path, loaded: dict[str, Any]) -> str | None:
 
 
 def _check_case(case: dict[str, Any], expected: dict[str, np.ndarray], path: Path, out: np.ndarray | str | None,
-                dtype: str | None) -> report.TestResult:
+                dtype: str | None) -> tally.TestResult:
     op, exact = case["op"], case["tolerance"]["class"] == "exact"
     target = f"golden-{dtype or 'exact'}"
-    result = report.TestResult(nodeid=f"golden/{case['name']}[{target}]", test=f"golden/{case['name']}", op=op,
+    result = tally.TestResult(nodeid=f"golden/{case['name']}[{target}]", test=f"golden/{case['name']}", op=op,
                                kind="golden", target=target, outcome="passed", examples=1)
     if out is None:
         result.outcome, result.skip_reason = "skipped", f"not implemented: no output file {path}"
@@ -237,11 +239,11 @@ def _check_case(case: dict[str, Any], expected: dict[str, np.ndarray], path: Pat
                                            where=expected["compare"])
         except AssertionError as exc:
             _failed(result, str(exc))
-    result.worst_ratio = seen.worst_ratio
+    result.worst_ratio, result.worst_element = seen.worst_ratio, seen.worst_element or None
     return result
 
 
-def _failed(result: report.TestResult, message: str) -> report.TestResult:
+def _failed(result: tally.TestResult, message: str) -> tally.TestResult:
     result.outcome, result.message, result.failure = "failed", message, message
     return result
 

@@ -1,4 +1,4 @@
-"""``golden export``: the expected outputs and their tolerances (from conformance/tolerances.py,
+"""``golden export``: the expected outputs and their tolerances (from conformance/tolerance/model.py,
 computed here and stored per dtype), written with the manifest in either layout."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import numpy as np
 
 import reference
 from backends.contract import CONTRACT_VERSION, DTYPES
-from conformance import tolerances
+from conformance.tolerance import model
 from conformance.golden.cases import DEFAULT_SEED, Case
 from conformance.golden.catalog import build_cases
 from conformance.golden.layout import CASE_LIST, FORMAT, LAYOUTS, MANIFEST, flatten, write_part, written_files
-from conformance.harness import INTEGER_OPS
+from conformance.kit.harness import INTEGER_OPS
 
 
 def expected_arrays(case: Case) -> dict[str, np.ndarray]:
@@ -26,8 +26,8 @@ def expected_arrays(case: Case) -> dict[str, np.ndarray]:
         return {"expected": value.astype(np.int64), "compare": np.ones(value.shape, dtype=bool)}
     content: dict[str, np.ndarray] = {}
     for dtype in DTYPES:
-        # The tolerance model (conformance/tolerances.py), at every dtype, stored with the case.
-        want = tolerances.expected(case.op, [], case.arguments, dtype=dtype)
+        # The tolerance model (conformance/tolerance/model.py), at every dtype, stored with the case.
+        want = model.expected(case.op, [], case.arguments, dtype=dtype)
         if "expected" in content and not np.array_equal(content["expected"], want.value, equal_nan=True):
             raise AssertionError(f"{case.name}: the reference differs between dtypes: inputs not portable")
         if not np.all(np.isfinite(want.tol)):
@@ -59,7 +59,7 @@ def export(directory: str | Path, seed: int = DEFAULT_SEED, *, layout: str = "np
         "contract_version": CONTRACT_VERSION,
         "seed": seed,
         "generator": {"name": "transformer-conformance", "version": _version(), "numpy": np.__version__},
-        "tolerance_model": tolerances.describe(),
+        "tolerance_model": model.describe(),
         "dtypes": list(DTYPES),
         "cases": entries,
     }

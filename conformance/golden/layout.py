@@ -1,5 +1,5 @@
 """The golden directory on disk: the manifest, the two layouts of the arrays, and reading any
-file safely (conformance/GOLDEN.md is the specification for other languages).
+file safely (conformance/golden/GOLDEN.md is the specification for other languages).
 
 - Layout ``npy`` (format version 2, the default): one ``.npy`` file per array, scalars as 0-d
   arrays, named ``<case>.in.<key>.npy`` (inputs), ``<case>.expected.npy``, ``<case>.compare.npy``

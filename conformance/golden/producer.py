@@ -12,7 +12,7 @@ import ml_dtypes
 import numpy as np
 
 from conformance.golden.layout import load_manifest, read_part, safe_path, unflatten
-from conformance.harness import to_native
+from conformance.kit.harness import to_native
 
 
 def read_case(directory: Path, case: dict[str, Any], manifest: dict[str, Any] | None = None) -> dict[str, Any]:

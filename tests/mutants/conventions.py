@@ -18,7 +18,7 @@ import torch
 
 from backends.torch_backend import TorchBackend
 from tests.mutants.model import Mutant
-from tests.mutants.zoo import mutant_factory
+from tests.mutants.zoo import registrar
 
 Tensor = torch.Tensor
 
@@ -26,17 +26,8 @@ MUTANTS: dict[str, Mutant] = {}
 """name -> Mutant of every mutant in this module."""
 
 
-def register(name: str, *ops: str, dtype: str = "float64") -> Callable[[type[TorchBackend]], type[TorchBackend]]:
-    """Class decorator: the factory ``name`` in MUTANTS and in this module (as model.register)."""
-
-    def decorate(cls: type[TorchBackend]) -> type[TorchBackend]:
-        if name in MUTANTS:
-            raise ValueError(f"mutant {name!r} is registered twice")
-        MUTANTS[name] = Mutant(mutant_factory(cls, name, dtype), tuple(ops), dtype)
-        globals()[name] = MUTANTS[name].factory
-        return cls
-
-    return decorate
+register = registrar(globals(), MUTANTS, Mutant, require_ops=True)
+"""``@register(name, *ops, dtype=...)``: as model.register, for this module."""
 
 
 @register("pe_table_in_float32", "positional_encoding")

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import Phase, settings
 from hypothesis.errors import HypothesisException
 
-from conformance.pytest_plugin import PROFILES
+from conformance.kit.pytest_plugin import PROFILES, wrap_inner_tests
 
 FOLDER_VARIABLE = "MUTANT_SCORE_FIRST_FAILURES"
 NO_SHRINK = tuple(phase for phase in Phase if phase not in (Phase.shrink, Phase.explain))
@@ -59,11 +59,7 @@ def _counting(inner: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        handle = getattr(getattr(item, "obj", None), "hypothesis", None)
-        if handle is not None and not getattr(handle.inner_test, "_first_failure_counted", False):
-            handle.inner_test = _counting(handle.inner_test)
-            handle.inner_test._first_failure_counted = True
+    wrap_inner_tests(items, _counting, "_first_failure_counted")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -26,8 +26,9 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from backends.torch_backend import TorchBackend, with_defaults
-from tests.mutants.zoo import mutant_factory
+from backends.contract import with_defaults
+from backends.torch_backend import TorchBackend
+from tests.mutants.zoo import registrar
 
 Tensor = torch.Tensor
 
@@ -44,21 +45,9 @@ MUTANTS: dict[str, Mutant] = {}
 """name -> Mutant of every mutant in this module."""
 
 
-def register(name: str, *ops: str, dtype: str = "float64") -> Callable[[type[TorchBackend]], type[TorchBackend]]:
-    """Class decorator: expose ``cls`` as the factory ``name`` (in MUTANTS and in this module),
-    recording the op(s) its bug lives in and the dtype it runs at by default."""
-    if not ops:
-        raise ValueError(f"mutant {name!r} must name the op(s) its bug lives in")
-
-    def decorate(cls: type[TorchBackend]) -> type[TorchBackend]:
-        if name in MUTANTS:
-            raise ValueError(f"mutant {name!r} is registered twice")
-        factory = mutant_factory(cls, name, dtype)
-        MUTANTS[name] = Mutant(factory, tuple(ops), dtype)
-        globals()[name] = factory
-        return cls
-
-    return decorate
+register = registrar(globals(), MUTANTS, Mutant, require_ops=True)
+"""``@register(name, *ops, dtype=...)``: the factory ``name`` in MUTANTS and in this module, with
+the op(s) its bug lives in and the dtype it runs at by default."""
 
 
 # --- softmax numerics and axis -----------------------------------------------------------------
@@ -542,7 +531,7 @@ class FeedForwardInFloat16(TorchBackend):
 
 # --- small systematic errors: a few tens of roundings, at the precision users run ---------------
 # Each stays inside most per-element bounds; the tolerance model's root-mean-square check must
-# catch them (conformance/TOLERANCES.md, "Resolution"; benchmarks/resolution.py).
+# catch them (conformance/tolerance/TOLERANCES.md, "Resolution"; benchmarks/resolution.py).
 
 @register("gelu_tanh_at_float32", "feed_forward", dtype="float32")
 class GeluTanhAtFloat32(TorchBackend):

@@ -3,7 +3,7 @@
 ``Float32Inside(inner)`` wraps a float32 backend (``numpy`` or ``torch``): it accepts and
 returns float64 NumPy arrays, as a float64 backend does, but every op converts its inputs to
 the inner backend's float32 and runs there. The tolerance model must reject it at float64 by
-orders of magnitude (tests/test_tolerance_model.py, conformance/TOLERANCES.md).
+orders of magnitude (tests/test_tolerance_model.py, conformance/tolerance/TOLERANCES.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from backends.contract import OPS
 from backends.registry import load_backend
-from conformance.harness import to_native
+from conformance.kit.harness import to_native
 
 
 class Float32Inside:

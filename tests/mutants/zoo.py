@@ -24,7 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from backends.torch_backend import TorchBackend, with_defaults
+from backends.contract import with_defaults
+from backends.torch_backend import TorchBackend
 
 Tensor = torch.Tensor
 
@@ -47,18 +48,32 @@ def mutant_factory(cls: type[TorchBackend], name: str, dtype: str = "float64") -
     return factory
 
 
-def register(name: str) -> Callable[[type[TorchBackend]], type[TorchBackend]]:
-    """Class decorator: expose ``cls`` as the factory ``name`` (in MUTANTS and this module)."""
+def registrar(namespace: dict[str, Any], mutants: dict[str, Any], entry: Callable[..., Any], *,
+              require_ops: bool) -> Callable[..., Callable[[type[TorchBackend]], type[TorchBackend]]]:
+    """The class decorator ``register(name, *ops, dtype="float64")`` of a mutant module: it makes
+    the factory ``name`` of the class (``mutant_factory``), stores ``entry(factory, ops, dtype)``
+    in ``mutants`` and binds the factory in ``namespace`` (the module's globals, so that both spec
+    forms load it). A name registered twice raises; so do no ops where ``require_ops``."""
 
-    def decorate(cls: type[TorchBackend]) -> type[TorchBackend]:
-        if name in MUTANTS:
-            raise ValueError(f"mutant {name!r} is registered twice")
-        factory = mutant_factory(cls, name)
-        MUTANTS[name] = factory
-        globals()[name] = factory
-        return cls
+    def register(name: str, *ops: str, dtype: str = "float64") -> Callable[[type[TorchBackend]], type[TorchBackend]]:
+        if require_ops and not ops:
+            raise ValueError(f"mutant {name!r} must name the op(s) its bug lives in")
 
-    return decorate
+        def decorate(cls: type[TorchBackend]) -> type[TorchBackend]:
+            if name in mutants:
+                raise ValueError(f"mutant {name!r} is registered twice")
+            factory = mutant_factory(cls, name, dtype)
+            mutants[name] = entry(factory, tuple(ops), dtype)
+            namespace[name] = factory
+            return cls
+
+        return decorate
+
+    return register
+
+
+register = registrar(globals(), MUTANTS, lambda factory, ops, dtype: factory, require_ops=False)
+"""``@register(name)``: the zoo's mutants; their ops are named in tests/mutants/catalog.py."""
 
 
 # --- softmax -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import compare
-from conformance.strategies import arrays
+from conformance.kit.strategies import arrays
 
 
 @pytest.mark.op("softmax")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from conformance.assertions import assert_close
-from conformance.harness import call_op
-from conformance.strategies import arrays
+from conformance.kit.assertions import assert_close
+from conformance.kit.harness import call_op
+from conformance.kit.strategies import arrays
 from reference import unit_roundoff
 
 

@@ -3,14 +3,14 @@
 When a differential comparison fails (conformance/differential/_compare.py), the failing
 case's inputs and the backend's output are kept; at the end of the test (only the last
 failure's: the shrunk example, which Hypothesis replays last) the case is re-evaluated under
-the named variants of the reference (reference/variants.py, listed in conformance/VARIANTS.md):
+the named variants of the reference (reference/variants.py, listed in conformance/tolerance/VARIANTS.md):
 
 1. every variant that can change this op at this dtype (its ops lie under the op) is
    evaluated once in float64; a structural one that leaves the compared values bit for bit
    unchanged cannot explain the failure and is dropped (a numerical one is kept: its own
    rounding, which the tolerance charges, may differ where its float64 value does not);
 2. in catalogue order, each remaining variant is measured with the tolerance model itself
-   (the contract's per-element tolerance and root-mean-square check, conformance/tolerances.py,
+   (the contract's per-element tolerance and root-mean-square check, conformance/tolerance/model.py,
    against the variant's value: a variant changes what is computed, not how it rounds); a
    structural variant is only
    measured when its values are closer to the backend's than the contract's are. The first
@@ -32,29 +32,45 @@ import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from conformance.record import Diagnosis
-from conformance.tolerances import MIN_COUNT, RMS_LIMIT, expected, reference_value, rms_ratio
+from backends.ops import RECORDS
+from conformance.tolerance.model import MIN_COUNT, RMS_LIMIT, error_ratio, expected, reference_value, rms_ratio
 from reference import variants
 from reference.config import as_config
 from reference.precision import unit_roundoff
 from reference.variants import CATALOGUE, Variant
 
-PARTS: dict[str, tuple[str, ...]] = {
-    "attention_weights": ("softmax",),
-    "attention": ("attention_weights",),
-    "multi_head_attention": ("attention",),
-    "encoder_layer": ("multi_head_attention", "feed_forward", "layer_norm"),
-    "decoder_layer": ("multi_head_attention", "feed_forward", "layer_norm"),
-    "encode": ("encoder_layer", "positional_encoding", "embedding", "layer_norm"),
-    "decode": ("decoder_layer", "positional_encoding", "embedding", "layer_norm"),
-    "forward": ("encode", "decode"),
-    "greedy_decode": ("forward",),
-}
-"""op -> the contract ops the reference builds it from (directly)."""
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What the diagnosis of a failing comparison found (``diagnose``): the
+    variant id(s) under which the backend's output conforms (empty: no known convention),
+    other variants of that equation the output also conforms under, how many variant evaluations were measured,
+    the seconds it took, an error if it could not run, and the sentence for reports."""
+
+    op: str
+    variants: tuple[str, ...] = ()
+    alike: tuple[str, ...] = ()
+    tried: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    text: str = ""
+
+    def explains(self, variant: str) -> bool:
+        """Whether ``variant`` explains the failure (it, or another of its equation it also conforms under)."""
+        return variant in self.variants or variant in self.alike
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Diagnosis:
+        return cls(**{**data, "variants": tuple(data.get("variants", ())), "alike": tuple(data.get("alike", ()))})
+
+
+PARTS: dict[str, tuple[str, ...]] = {op: r.parts for op, r in RECORDS.items() if r.parts}
+"""op -> the contract ops the reference builds it from (directly), from the op records."""
 
 PAIR_OPS = frozenset({"positional_encoding", "encoder_layer", "decoder_layer", "encode", "decode", "forward"})
 """Ops whose failures may need two conventions at once: the model-level ops, and the positional
@@ -195,7 +211,7 @@ class _Case:
         reference under the variants ``ids``: every element, and the root mean square of
         err/tol; positions where both are NaN agree. For a variant that changes rounding only
         (``numerical``) the tolerance is the bound model's for the variant's own equations
-        (conformance/error_bounds.py charges e.g. the fast variance's cancellation), per
+        (conformance/tolerance/error_bounds.py charges e.g. the fast variance's cancellation), per
         element; otherwise the contract's, taken as its row's largest (a structural variant
         may move values along the row: PE halves, heads), and at least the row's largest of
         the same case without its masks (``unmasked_tol``): a masking convention reduces over
@@ -208,9 +224,7 @@ class _Case:
             tol = own
         else:  # structural, with a numerical one's rounding if paired (Marian's [sin | cos] table in float32)
             tol = np.maximum.reduce([_row_max(self.tol), _row_max(self.unmasked_tol), _row_max(own)])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err = np.where(self.actual == value, 0.0, np.abs(self.actual - value))
-            ratio = np.nan_to_num(np.where(err == 0, 0.0, err / tol), nan=np.inf)[where]
+        ratio = error_ratio(self.actual, value, tol)[where]
         return bool(np.all(ratio <= 1.0)) and (ratio.size < MIN_COUNT or rms_ratio(ratio) <= RMS_LIMIT)
 
     def own_tol(self, ids: tuple[str, ...], value: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ through its derivative (its condition) and adds what its own arithmetic may roun
 - layer norm divides incoming errors by sigma and charges the rounded mean and variance.
 
 The derivation of every term and the measurements that set the constants are in
-conformance/TOLERANCES.md. Nothing here depends on the host's BLAS, CPU, thread count or
+conformance/tolerance/TOLERANCES.md. Nothing here depends on the host's BLAS, CPU, thread count or
 library versions: the bound is a deterministic function of (op, inputs, u). The values
 ``v`` are the reference's (tests/test_tolerance_model.py checks they agree).
 """
@@ -39,6 +39,7 @@ from scipy import special
 import reference
 from reference import variants
 from reference.config import Config, as_config
+from reference.params import map_floats
 
 LAMBDA = 2.0
 """Probabilistic reduction constant: a length-n reduction rounds by at most LAMBDA sqrt(n) u
@@ -425,10 +426,4 @@ def bound(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None, r: Roun
 
 def _to_float64(tree: Any) -> Any:
     """Float leaves as float64 arrays (params arrive as nested lists from some callers)."""
-    if isinstance(tree, np.ndarray) and np.issubdtype(tree.dtype, np.floating):
-        return tree.astype(np.float64, copy=False)
-    if isinstance(tree, Mapping):
-        return {k: _to_float64(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_to_float64(v) for v in tree]
-    return tree
+    return map_floats(lambda a: a.astype(np.float64, copy=False), tree)

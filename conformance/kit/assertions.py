@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from conformance import record, tolerances
-from conformance.harness import label
+from conformance.kit import record
+from conformance.tolerance import model
+from conformance.kit.harness import label
 
 
 class ToleranceExceeded(AssertionError):
@@ -44,11 +45,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
         raise AssertionError(f"{label(backend, op)}: expected shape {expected.shape}, got {actual.shape} {_tag(what)}")
     tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), expected.shape)
     mask = np.ones(expected.shape, bool) if where is None else np.broadcast_to(where, expected.shape)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        err = np.abs(actual - expected)
-        err = np.where(actual == expected, 0.0, np.where(np.isnan(err), np.inf, err))  # equal infinities: 0
-        ratio = np.where(err == 0, 0.0, np.where(tol > 0, err / tol, np.inf))
-    ratio = np.where(mask, ratio, 0.0)
+    ratio = np.where(mask, model.error_ratio(actual, expected, tol), 0.0)
     worst = int(np.argmax(ratio)) if ratio.size else 0
     worst_ratio = float(ratio.flat[worst]) if ratio.size else 0.0
     record.note_ratio(worst_ratio)
@@ -58,35 +55,35 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
     a, e, t = (float(v.flat[worst]) for v in (actual, expected, tol))
     d = abs(a - e)
     rel = d / abs(e) if e != 0 else np.inf
-    message = (f"{label(backend, op)}: out{_index(worst, expected.shape)} = {a!r} but should be {e!r} "
+    element = f"out{_index(worst, expected.shape)}"
+    message = (f"{label(backend, op)}: {element} = {a!r} but should be {e!r} "
                f"(abs err {d:.3g}, rel err {rel:.3g}, tolerance {t:.3g}, {worst_ratio:.3g} x over); "
                f"{failing} of {int(mask.sum())} compared elements exceed their tolerance {_tag(what)}")
-    record.note_failure(message, worst_ratio)
+    record.note_failure(message, worst_ratio, element=element)
     raise ToleranceExceeded(message, tuple(int(i) for i in np.unravel_index(worst, expected.shape)))
 
 
 def assert_no_systematic_error(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray, backend: Any,
                                op: str, what: str = "", where: np.ndarray | None = None) -> float:
     """``assert rms(|actual - expected| / tol) <= RMS_LIMIT`` over the compared elements, when
-    there are at least MIN_COUNT of them (conformance/tolerances.py): errors that each stay
+    there are at least MIN_COUNT of them (conformance/tolerance/model.py): errors that each stay
     inside their bound but add up to a consistent deviation (a tanh GELU, a misplaced eps).
     Returns the root-mean-square ratio."""
     __tracebackhide__ = True
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     mask = np.ones(expected.shape, bool) if where is None else np.broadcast_to(where, expected.shape)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        err = np.where(actual == expected, 0.0, np.abs(actual - expected))
-        ratio = np.where(err == 0, 0.0, err / np.broadcast_to(tol, expected.shape))[mask]
-    rms = tolerances.rms_ratio(ratio)
-    if ratio.size < tolerances.MIN_COUNT or rms <= tolerances.RMS_LIMIT:
+    ratio = model.error_ratio(actual, expected, tol)[mask]
+    rms = model.rms_ratio(ratio)
+    if ratio.size < model.MIN_COUNT or rms <= model.RMS_LIMIT:
         return rms
-    signed = np.where(err == 0, 0.0, (actual - expected) / np.broadcast_to(tol, expected.shape))[mask]
+    with np.errstate(invalid="ignore"):
+        signed = np.where(actual == expected, 0.0, (actual - expected) / np.broadcast_to(tol, expected.shape))[mask]
     message = (f"{label(backend, op)}: systematic error: every element is within its tolerance, but the "
                f"root mean square of err/tol over the {ratio.size} compared elements is {rms:.3g} "
-               f"(limit {tolerances.RMS_LIMIT:g}; mean signed err/tol {float(np.mean(signed)):+.3g}): a small "
+               f"(limit {model.RMS_LIMIT:g}; mean signed err/tol {float(np.mean(signed)):+.3g}): a small "
                f"consistent deviation from the equation (an approximation, a misplaced constant, a lower "
                f"precision somewhere) rather than rounding {_tag(what)}")
-    record.note_failure(message, rms / tolerances.RMS_LIMIT)
+    record.note_failure(message, rms / model.RMS_LIMIT)
     raise AssertionError(message)
 
 
@@ -107,9 +104,10 @@ def assert_true(condition: np.ndarray, *, values: np.ndarray, backend: Any, op: 
         return
     first = int(np.argmin(condition.ravel()))
     value = np.broadcast_to(values, condition.shape).flat[first].item()
-    message = (f"{label(backend, op)}: {name}{_index(first, condition.shape)} = {value!r} violates {what}; "
+    element = f"{name}{_index(first, condition.shape)}"
+    message = (f"{label(backend, op)}: {element} = {value!r} violates {what}; "
                f"{int(np.count_nonzero(~condition))} of {condition.size} elements do")
-    record.note_failure(message, np.inf)
+    record.note_failure(message, np.inf, element=element)
     raise AssertionError(message)
 
 

@@ -11,31 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from conformance import failing_cases
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    """What the diagnosis of a failing comparison found (conformance/diagnosis.py): the
-    variant id(s) under which the backend's output conforms (empty: no known convention),
-    other variants of that equation the output also conforms under, how many variant evaluations were measured,
-    the seconds it took, an error if it could not run, and the sentence for reports."""
-
-    op: str
-    variants: tuple[str, ...] = ()
-    alike: tuple[str, ...] = ()
-    tried: int = 0
-    seconds: float = 0.0
-    error: str = ""
-    text: str = ""
-
-    def explains(self, variant: str) -> bool:
-        """Whether ``variant`` explains the failure (it, or another of its equation it also conforms under)."""
-        return variant in self.variants or variant in self.alike
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Diagnosis:
-        return cls(**{**data, "variants": tuple(data.get("variants", ())), "alike": tuple(data.get("alike", ()))})
+from conformance.kit import failing_cases
+from conformance.tolerance.diagnosis import Diagnosis
 
 
 @dataclass
@@ -43,6 +20,7 @@ class Record:
     examples: int = 0
     worst_ratio: float = 0.0
     failure: str = ""
+    worst_element: str = ""  # the last failure's element as the assertion helpers name it: out[1, 2]
     notes: list[str] = field(default_factory=list)
     verdict: str = ""  # a failure's own status instead of "fail", e.g. "nondeterministic" (report.py)
     diagnosis: Diagnosis | None = None
@@ -53,7 +31,7 @@ class Record:
     features: dict[str, dict[str, list]] = field(default_factory=dict)  # op -> feature -> values run
     tolerance: str = ""  # what set the worst element's tolerance (tolerances.terms), for the last failure
     pending_tolerance: Callable[[], str] | None = field(default=None, repr=False)
-    inputs: str = ""  # the failing example's backend calls, readable (conformance/failing_cases.py)
+    inputs: str = ""  # the failing example's backend calls, readable (conformance/kit/failing_cases.py)
     example_calls: list = field(default_factory=list, repr=False)  # the running example's calls
     failing_calls: list = field(default_factory=list, repr=False)  # the last failing example's calls
 
@@ -120,11 +98,11 @@ def note_ratio(ratio: float) -> None:
         rec.worst_ratio = max(rec.worst_ratio, ratio)
 
 
-def note_failure(message: str, ratio: float) -> None:
-    """Keep the message and the calls of the last failure (Hypothesis replays the shrunk
-    example last)."""
+def note_failure(message: str, ratio: float, *, element: str = "") -> None:
+    """Keep the message, the failing element (``out[1, 2]``) and the calls of the last failure
+    (Hypothesis replays the shrunk example last)."""
     if (rec := _current.get()) is not None:
-        rec.failure, rec.pending_tolerance = message, None
+        rec.failure, rec.worst_element, rec.pending_tolerance = message, element, None
         rec.failing_calls = list(rec.example_calls)
         rec.worst_ratio = max(rec.worst_ratio, ratio)
 
@@ -158,7 +136,7 @@ def note_not_implemented() -> Record | None:
 
 
 def note_call(op: str, features: dict) -> None:
-    """A call of ``op`` with these features (conformance/features.py) ran."""
+    """A call of ``op`` with these features (conformance/kit/features.py) ran."""
     if (rec := _current.get()) is not None:
         rec.calls += 1
         seen = rec.features.setdefault(op, {})

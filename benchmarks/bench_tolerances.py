@@ -1,12 +1,12 @@
-"""Measure the tolerance model (conformance/tolerances.py) on many random cases per op.
+"""Measure the tolerance model (conformance/tolerance/model.py) on many random cases per op.
 
 For each op, draw random cases (small shapes like Hypothesis draws, large logits, deep and
 realistic configs), run every backend, and record the worst error/tolerance ratio: correct
 backends must stay below 1 (no false alarms), the float32-inside-float64 liar
 (tests/mutants/precision.py) must exceed it by orders of magnitude. The figures quoted in
-conformance/TOLERANCES.md come from::
+conformance/tolerance/TOLERANCES.md come from::
 
-    OMP_NUM_THREADS=1 python -m conformance.bench_tolerances --cases 1000 --deep 125
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_tolerances --cases 1000 --deep 125
 
 ``random_case`` is also used by tests/test_tolerance_model.py for its (smaller) CI sample.
 """
@@ -19,31 +19,20 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 import reference
+from backends.contract import OPS
+from backends.ops import FLOAT, RECORDS, Case
 from backends.registry import load_backend
-from conformance import tolerances
-from conformance.harness import call_op
-from conformance.tolerances import expected, min_d_model, query_positions, rounded_inputs
+from conformance.tolerance import model
+from conformance.kit.harness import call_op
+from conformance.tolerance.model import expected, min_d_model, query_positions, rounded_inputs
 
 SCALES = (0.1, 1.0, 10.0)
 D_K = (1, 2, 4, 8, 16, 64)
-
-
-@dataclass
-class Case:
-    """One call of an op: arguments, the output's row axis, and the compared positions."""
-
-    op: str
-    args: list
-    kwargs: dict = field(default_factory=dict)
-    axis: int = -1
-    where: np.ndarray | None = None
-    label: str = ""
 
 
 # --- random cases --------------------------------------------------------------------------
@@ -98,7 +87,7 @@ def _softmax(rng: np.random.Generator, deep: bool) -> Case:
     x = _normal(rng, shape, float(rng.choice(SCALES + (100.0,))))
     x[rng.random(shape) < 0.1] = -np.inf
     axis = int(rng.integers(-len(shape), len(shape)))
-    return Case("softmax", [x], {"axis": axis}, axis=axis)
+    return Case("softmax", [x], {"axis": axis})
 
 
 def _positional_encoding(rng: np.random.Generator, deep: bool) -> Case:
@@ -208,16 +197,21 @@ GENERATORS: dict[str, Callable[[np.random.Generator, bool], Case]] = {
 }
 
 
+MEASURED: tuple[str, ...] = tuple(op for op in OPS if RECORDS[op].output == FLOAT)
+"""The ops with a tolerance (token ids are compared exactly): every one the benchmark measures."""
+
+
 def random_case(op: str, rng: np.random.Generator, *, deep: bool = False) -> Case:
     """A random case of ``op``: small shapes (as Hypothesis draws them), or ``deep`` ones
-    (wide models, up to 6 layers, long positional encodings, layer norms over 512 features)."""
-    return GENERATORS[op](rng, deep)
+    (wide models, up to 6 layers, long positional encodings, layer norms over 512 features);
+    an op without a generator here gets its op record's case (backends/ops.py)."""
+    return GENERATORS[op](rng, deep) if op in GENERATORS else RECORDS[op].sample(rng)
 
 
 # --- measuring ----------------------------------------------------------------------------
 
 COMPOSITE = frozenset({"encoder_layer", "decoder_layer", "encode", "decode", "forward"})
-"""Ops whose cases carry a config; their d_model is restricted by tolerances.min_d_model."""
+"""Ops whose cases carry a config; their d_model is restricted by model.min_d_model."""
 
 
 def case_d_model(case: Case) -> int | None:
@@ -236,10 +230,7 @@ def ratios(backend: Any, case: Case, prepared: tuple[list, dict, Any] | None = N
     """|out - ref| / tol at the compared positions (flattened)."""
     args, kwargs, want = prepared or expected_for(case, backend.dtype)
     got = call_op(backend, case.op, *args, shape=want.value.shape, **kwargs)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        err = np.where(got == want.value, 0.0, np.abs(got - want.value))
-        ratio = np.where(err == 0, 0.0, err / want.tol)
-    ratio = np.nan_to_num(ratio, nan=np.inf)
+    ratio = model.error_ratio(got, want.value, want.tol)
     if case.where is not None:
         return ratio[np.broadcast_to(case.where, ratio.shape)]
     return ratio.ravel()
@@ -280,7 +271,7 @@ LIARS = ["liar-numpy", "liar-torch"]
 
 def _run(job: tuple[str, str, int, int, list[str], int | None]) -> list[str]:
     """One op and kind: every backend on the same random cases (the Expected computed once per
-    dtype); the table's lines. Half-precision cases with d_model below tolerances.min_d_model
+    dtype); the table's lines. Half-precision cases with d_model below model.min_d_model
     are not drawn by the tests; they are measured on their own line."""
     op, kind, count, seed, names, forced = job
     global FORCED_D_MODEL  # noqa: PLW0603 - a worker process's setting for this job
@@ -300,8 +291,8 @@ def _run(job: tuple[str, str, int, int, list[str], int | None]) -> list[str]:
             compared = ratios(backend, case, prepared[backend.dtype])
             ratio = float(compared.max()) if compared.size else 0.0
             found.setdefault(label, []).append(ratio)
-            if compared.size >= tolerances.MIN_COUNT:
-                found.setdefault(f"{label} rms", []).append(tolerances.rms_ratio(compared))
+            if compared.size >= model.MIN_COUNT:
+                found.setdefault(f"{label} rms", []).append(model.rms_ratio(compared))
             if name in LIARS and informative(case, prepared[backend.dtype][2]):
                 found.setdefault(f"{name} informative", []).append(ratio)
     seconds = time.perf_counter() - seconds
@@ -318,7 +309,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=1000, help="small random cases per op")
     parser.add_argument("--deep", type=int, default=None, help="deep random cases per op (default: cases / 8)")
-    parser.add_argument("--ops", nargs="*", default=list(GENERATORS))
+    parser.add_argument("--ops", nargs="*", default=list(MEASURED))
     parser.add_argument("--backends", nargs="*", default=CORRECT + LIARS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
@@ -327,7 +318,7 @@ def main() -> None:
     deep = max(1, parsed.cases // 8) if parsed.deep is None else parsed.deep
     jobs = [(op, kind, parsed.cases if kind == "small" else deep, parsed.seed, parsed.backends, parsed.d_model)
             for op in parsed.ops for kind in ("small", "deep") if kind == "small" or deep]
-    print(f"rule: {tolerances.describe()}")
+    print(f"rule: {model.describe()}")
     print(f"{'op':21s} {'kind':5s} {'backend':24s} {'cases':>6s} {'alarms':>6s} {'worst':>9s} {'p99':>9s} "
           f"{'median':>9s} {'min':>9s}", flush=True)
     with multiprocessing.Pool(parsed.jobs) as pool:

@@ -1,45 +1,47 @@
-"""The gate's results: per-test outcomes merged from the gate plugin's records, aggregated per
-op x target, and written as a table, ``report.json`` (schema: conformance/REPORT.md),
-``junit.xml`` and ``report.md``.
+"""The gate's results: per-test outcomes merged from the gate plugin's records
+(conformance/gate/plugin.py), and aggregated per op x target with their status and coverage.
+Rendering them is conformance/gate/report.py.
 
-Status of one op on one target, most severe first::
+Status of one op on one target, most severe first (conformance/kit/verdicts.py)::
 
     crashed > timeout > nondeterministic > fail > known deviation > pass > not implemented > unsupported
     > skipped > no tests
 
-A failing test covered by a known-deviations entry (conformance/deviations.py) does not make
+A failing test covered by a known-deviations entry (conformance/gate/deviations.py) does not make
 its op fail; when every failing test of an op is covered, the op shows as "known deviation".
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backends.contract import OPS
-from conformance.deviations import Deviation
-from conformance.failing_cases import reproduce_command
-from conformance.features import OP_FEATURES, Requirement, label
-from conformance.gate_plugin import FAULT_START
-from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
-from conformance.record import Diagnosis
+from conformance.gate.deviations import Deviation
+from conformance.gate.plugin import FAULT_START
+from conformance.kit.failing_cases import reproduce_command
+from conformance.kit.features import OP_FEATURES, Requirement, label
+from conformance.kit.verdicts import (
+    CRASHED,
+    FAIL,
+    KNOWN,
+    NO_TESTS,
+    NONDETERMINISTIC,
+    NOT_IMPLEMENTED,
+    PASS,
+    SKIPPED,
+    TIMEOUT,
+    UNSUPPORTED,
+)
+from conformance.tolerance.diagnosis import Diagnosis
 
 SCHEMA_VERSION = 1
 
-# Status names, most severe first; FAILING make the gate fail.
-CRASHED, TIMEOUT, FAIL, KNOWN, PASS = "crashed", "timeout", "fail", "known deviation", "pass"
-NONDET = "nondeterministic"  # a failed test whose record says so (conformance/differential/test_determinism.py)
-NOT_IMPL, UNSUP, SKIPPED, NO_TESTS = NOT_IMPLEMENTED, UNSUPPORTED, "skipped", "no tests"
-STATUSES = (CRASHED, TIMEOUT, NONDET, FAIL, KNOWN, PASS, NOT_IMPL, UNSUP, SKIPPED, NO_TESTS)
-FAILING = frozenset({CRASHED, TIMEOUT, NONDET, FAIL})
-WORST_RE = re.compile(r"out(\[[\d, ]*\])? = ")
 THREAD_RE = re.compile(r"\n(?=(?:Current thread|Thread) 0x)")  # faulthandler's thread headers
 NOT_RUN = "not run: the pytest run ended before this test started (see pytest.log)"
 MAX_TEXT = 4000  # characters of failure text kept per test in report.json / report.md
@@ -59,21 +61,23 @@ class TestResult:
     target: str | None
     outcome: str  # passed, failed, crashed, timeout, skipped
     skip_reason: str | None = None
+    skip_kind: str | None = None  # NOT_IMPLEMENTED or UNSUPPORTED, as the test's record or set-up said
     duration: float = 0.0
     examples: int = 0
     worst_ratio: float | None = None
     message: str = ""
+    worst_element: str | None = None  # the failing element, as the assertion helpers named it: out[1, 2]
     failure: str = ""
     falsifying_example: str | None = None
     reproduce_blob: str | None = None
-    tolerance: str = ""  # what set the worst element's tolerance (conformance.tolerances.terms)
+    tolerance: str = ""  # what set the worst element's tolerance (conformance.tolerance.model.terms)
     doc: str = ""  # a failing test's docstring (first paragraph): what it checks, how a fixed case is made
-    inputs: str = ""  # the failing example's backend calls, readable (conformance/failing_cases.py)
+    inputs: str = ""  # the failing example's backend calls, readable (conformance/kit/failing_cases.py)
     case_file: str | None = None  # those calls saved as .npz (python -m conformance repro FILE)
     notes: list[str] = field(default_factory=list)
     deviation: Deviation | None = None
-    verdict: str | None = None  # a failure's own status (NONDET), from the test's record
-    diagnosis: Diagnosis | None = None  # the convention a failing comparison follows (conformance/diagnosis.py)
+    verdict: str | None = None  # a failure's own status (NONDETERMINISTIC), from the test's record
+    diagnosis: Diagnosis | None = None  # the convention a failing comparison follows (conformance/tolerance/diagnosis.py)
     not_implemented: int = 0  # examples rejected as not implemented (not counted in examples)
     features: dict[str, list[Any]] = field(default_factory=dict)  # feature -> values its op ran with
 
@@ -83,26 +87,25 @@ class TestResult:
 
     @property
     def skip_status(self) -> str:
-        reason = self.skip_reason or ""
-        return NOT_IMPL if reason.startswith(NOT_IMPLEMENTED) else UNSUP if reason.startswith(UNSUPPORTED) else SKIPPED
+        return self.skip_kind if self.skip_kind in (NOT_IMPLEMENTED, UNSUPPORTED) else SKIPPED
 
     def to_json(self) -> dict[str, Any]:
         return {
             "nodeid": self.nodeid, "test": self.test, "kind": self.kind, "outcome": self.outcome,
             "skip_reason": self.skip_reason, "duration_s": round(self.duration, 4), "examples": self.examples,
-            "worst_ratio": _finite(self.worst_ratio), "message": self.message,
-            "worst_element": worst_element(self.message),
-            "falsifying_example": _clip(self.falsifying_example, MAX_EXAMPLE) if self.falsifying_example else None,
+            "worst_ratio": finite(self.worst_ratio), "message": self.message,
+            "worst_element": self.worst_element,
+            "falsifying_example": clip(self.falsifying_example, MAX_EXAMPLE) if self.falsifying_example else None,
             "reproduce_blob": self.reproduce_blob,
             "doc": self.doc or None,
             "tolerance": self.tolerance or None,
-            "inputs": _clip(self.inputs, MAX_EXAMPLE) if self.inputs else None,
+            "inputs": clip(self.inputs, MAX_EXAMPLE) if self.inputs else None,
             "case_file": self.case_file,
             "reproduce": reproduce_command(Path(self.case_file)) if self.case_file else None,
-            "failure_text": _clip(self.failure), "notes": self.notes, "verdict": self.verdict,
+            "failure_text": clip(self.failure), "notes": self.notes, "verdict": self.verdict,
             "examples_not_implemented": self.not_implemented, "features": self.features,
             "known_deviation": self.deviation.to_json() if self.deviation else None,
-            "diagnosis": _diagnosis_json(self.diagnosis),
+            "diagnosis": diagnosis_json(self.diagnosis),
         }
 
 
@@ -121,8 +124,8 @@ class OpResult:
         for outcome, status in (("crashed", CRASHED), ("timeout", TIMEOUT)):
             if any(t.outcome == outcome for t in uncovered):
                 return status
-        if any(t.verdict == NONDET for t in uncovered):
-            return NONDET
+        if any(t.verdict == NONDETERMINISTIC for t in uncovered):
+            return NONDETERMINISTIC
         if any(t.outcome == "failed" for t in uncovered):
             return FAIL
         if failed:
@@ -130,7 +133,7 @@ class OpResult:
         if any(t.outcome == "passed" for t in self.tests):
             return PASS
         skips = {t.skip_status for t in self.tests if t.outcome == "skipped"}
-        for status in (NOT_IMPL, UNSUP, SKIPPED):
+        for status in (NOT_IMPLEMENTED, UNSUPPORTED, SKIPPED):
             if status in skips:
                 return status
         return NO_TESTS
@@ -162,7 +165,7 @@ class OpResult:
     def coverage(self) -> dict[str, Any]:
         """How much a verdict rests on: tests run (not skipped) of all the op's tests, tests not
         implemented, examples rejected as not implemented, and per feature of the op
-        (conformance/features.py) the values some test ran with and those none did (golden
+        (conformance/kit/features.py) the values some test ran with and those none did (golden
         cases record no features: none are listed for them)."""
         ran = [t for t in self.tests if t.outcome != "skipped"]
         tested: dict[str, list[Any]] = {}
@@ -172,7 +175,7 @@ class OpResult:
         golden = bool(self.tests) and all(t.kind == "golden" for t in self.tests)
         vocabulary = {} if golden else OP_FEATURES.get(self.op, {})
         return {"tests": len(self.tests), "tests_run": len(ran),
-                "tests_not_implemented": sum(t.outcome == "skipped" and t.skip_status == NOT_IMPL for t in self.tests),
+                "tests_not_implemented": sum(t.outcome == "skipped" and t.skip_status == NOT_IMPLEMENTED for t in self.tests),
                 "examples_not_implemented": sum(t.not_implemented for t in self.tests),
                 "features": {name: {"tested": [v for v in values if v in tested.get(name, [])],
                                     "not_tested": [v for v in values if v not in tested.get(name, [])]}
@@ -180,7 +183,7 @@ class OpResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "op": self.op, "target": self.target, "status": self.status, "worst_ratio": _finite(self.worst_ratio),
+            "op": self.op, "target": self.target, "status": self.status, "worst_ratio": finite(self.worst_ratio),
             "examples": self.examples,
             "tests": {o: self.count(o) for o in ("passed", "failed", "crashed", "timeout", "skipped")},
             "duration_s": round(sum(t.duration for t in self.tests), 3),
@@ -203,7 +206,7 @@ class Run:
 
 
 def read_results(path: Path) -> Run:
-    """Merge the JSON lines of the gate plugin (conformance/gate_plugin.py) into one result per
+    """Merge the JSON lines of the gate plugin (conformance/gate/plugin.py) into one result per
     test. A test that started but never reported is "crashed" (the process running it died)."""
     run = Run()
     items = {}
@@ -245,7 +248,7 @@ def read_results(path: Path) -> Run:
 
 def read_faults(path: Path) -> dict[str, str]:
     """nodeid -> what faulthandler wrote while that test ran (empty for most tests), from the
-    ``FILE.faults.<worker>`` files of conformance/gate_plugin.py."""
+    ``FILE.faults.<worker>`` files of conformance/gate/plugin.py."""
     faults: dict[str, str] = {}
     for fault_file in sorted(path.parent.glob(f"{path.name}.faults.*")):
         nodeid = None
@@ -292,10 +295,12 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
         result.notes += [n for n in rec.get("notes", []) if n not in result.notes]
         if phase["outcome"] == "skipped" and result.outcome == "passed":
             result.outcome, result.skip_reason = "skipped", phase.get("skip_reason")
+            result.skip_kind = phase.get("skip_kind")
         elif phase["outcome"] == "failed" and not result.failed:
             text = phase.get("failure") or ""
             result.outcome, result.failure = "failed", text
             result.message = rec.get("failure") or _summary_line(text)
+            result.worst_element = rec.get("worst_element") or None
             result.verdict = rec.get("verdict") or None
             result.diagnosis = Diagnosis.from_json(rec["diagnosis"]) if rec.get("diagnosis") else None
             failed_op = rec.get("failed_op") or None
@@ -303,7 +308,7 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
                 result.notes.append(f"booked under {failed_op}, whose call failed, in {result.test} "
                                     f"(a test of {result.op})")
                 result.op = failed_op
-            if result.verdict == TIMEOUT:  # the per-call watchdog stopped a call (conformance/watchdog.py)
+            if result.verdict == TIMEOUT:  # the per-call watchdog stopped a call (conformance/kit/watchdog.py)
                 result.outcome = "timeout"
             result.falsifying_example = phase.get("falsifying_example")
             result.reproduce_blob = phase.get("reproduce_blob")
@@ -345,12 +350,6 @@ def _summary_line(text: str) -> str:
     errors = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
     lines = [line for line in errors if line] or [line for line in text.strip().splitlines() if line.strip()]
     return (lines[0] if errors else lines[-1]) if lines else ""
-
-
-def worst_element(message: str) -> str | None:
-    """``out[1, 2]`` from an assertion message of conformance.assertions, else None."""
-    match = WORST_RE.search(message or "")
-    return f"out{match.group(1) or ''}" if match else None
 
 
 def aggregate(run: Run, *, ops: Sequence[str] = ()) -> list[OpResult]:
@@ -404,7 +403,7 @@ def missing_requirements(results: Iterable[OpResult], requirements: Sequence[Req
             features = r.coverage["features"]
             not_tested = [label(name, v) for name, v in req.wanted()
                           if v not in features.get(name, {}).get("tested", [])]
-            if r.status in (NOT_IMPL, NO_TESTS, SKIPPED) or not_tested:
+            if r.status in (NOT_IMPLEMENTED, NO_TESTS, SKIPPED) or not_tested:
                 missing.append({"op": req.op, "target": target, "status": r.status, "requirement": str(req),
                                 "not_tested": not_tested})
     return missing
@@ -416,241 +415,20 @@ def unsupported_targets(results: Iterable[OpResult]) -> list[str]:
     for r in results:
         if r.tests:
             statuses.setdefault(r.target, set()).add(r.status)
-    return [t for t, s in statuses.items() if s == {UNSUP}]
+    return [t for t, s in statuses.items() if s == {UNSUPPORTED}]
 
 
 # --- the table ---------------------------------------------------------------------------------
 
-def target_label(target: str, name: str | None) -> str:
-    """The target id, with the backend's own ``name`` when the id does not already show it
-    (a factory attribute: ``make-float64 (my-engine)``)."""
-    return f"{target} ({name})" if name and not target.startswith(f"{name}-") else target
 
-
-def table(results: Sequence[OpResult], names: dict[str, str | None] | None = None) -> str:
-    """The per-op table the gate prints (``names``: target id -> the backend's own name)."""
-    header = ("target", "op", "status", "worst err/tol", "examples", "tests passed")
-    unsupported = unsupported_targets(results)
-    shown = [r for r in results if r.status != NO_TESTS and r.target not in unsupported]
-    rows = [header] + [(target_label(r.target, (names or {}).get(r.target)), r.op, status_text(r.status, r.coverage), _ratio(r.worst_ratio), str(r.examples),
-                        _tests(r)) for r in shown]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {3, 4, 5}
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    untested = [r.op for r in results if r.status == NO_TESTS]
-    untested = sorted(set(untested), key=lambda op: (OPS.index(op) if op in OPS else len(OPS), op))
-    if untested:
-        lines.append(f"no tests for: {', '.join(untested)}")
-    if unsupported:
-        lines.append(f"unsupported here (every test skipped): {', '.join(unsupported)}")
-    return "\n".join(lines)
-
-
-def _tests(r: OpResult) -> str:
-    """``passed/ran``, and how many were skipped."""
-    skipped = r.count("skipped")
-    return f"{r.count('passed')}/{len(r.tests) - skipped}" + (f" ({skipped} skipped)" if skipped else "")
-
-
-def _ratio(ratio: float | None) -> str:
-    return "-" if ratio is None else "inf" if ratio == float("inf") else f"{ratio:.3g}"
-
-
-def _diagnosis_json(d: Diagnosis | None) -> dict[str, Any] | None:
+def diagnosis_json(d: Diagnosis | None) -> dict[str, Any] | None:
     return None if d is None else {"variants": list(d.variants), "alike": list(d.alike), "text": d.text,
                                    "measured": d.tried, "seconds": d.seconds, "error": d.error or None}
 
 
-def diagnosis_lines(results: Sequence[OpResult]) -> list[str]:
-    """One line per failing (or accepted) op with a diagnosis, for the console:
-    ``positional_encoding on torch-float32: FAIL; conforms under variant `pe-sin-cos-halves` (...)``."""
-    return [f"{r.op} on {r.target}: {r.status.upper()}; {r.diagnosis}" for r in results
-            if r.diagnosis and r.status in (*FAILING, KNOWN)]
-
-
-def _finite(x: float | None) -> float | str | None:
+def finite(x: float | None) -> float | str | None:
     return None if x is None else "inf" if x == float("inf") else x
 
 
-def _clip(text: str, limit: int = MAX_TEXT) -> str:
+def clip(text: str, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[:limit // 2] + "\n[... cut ...]\n" + text[-limit // 2:]
-
-
-# --- the files ---------------------------------------------------------------------------------
-
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def write_junit(path: Path, tests: Sequence[TestResult], *, name: str = "conformance",
-                missing: Sequence[dict[str, Any]] = ()) -> None:
-    """JUnit XML, one testcase per test and target, agreeing with the gate's verdict: a failure
-    covered by a known deviation is a ``skipped`` testcase whose message gives the reason, and
-    each unmet ``--require`` (``missing``: op, target, status, and ``requirement``/``not_tested``
-    or ``cases``) is a failing testcase of its own, so that a CI system shows what failed."""
-    suite = ET.Element("testsuite", name=name)
-    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    total = 0.0
-    for m in missing:
-        case = ET.SubElement(suite, "testcase", classname="require",
-                             name=f"{m.get('requirement') or m['op']}[{m['target']}]", time="0")
-        what = (f"not tested with {', '.join(m['not_tested'])}" if m.get("not_tested")
-                else f"no output for {', '.join(m['cases'])}" if m.get("cases") else m["status"])
-        ET.SubElement(case, "failure", message=f"required but {m['status']}: {m['op']} on {m['target']} ({what})")
-        counts["tests"] += 1
-        counts["failures"] += 1
-    for t in tests:
-        module, _, function = t.nodeid.partition("::")
-        case = ET.SubElement(suite, "testcase", classname=module.removesuffix(".py").replace("/", "."),
-                             name=function or t.nodeid, time=f"{t.duration:.3f}")
-        if t.op:
-            props = ET.SubElement(case, "properties")
-            for key, value in (("op", t.op), ("target", t.target), ("kind", t.kind), ("examples", t.examples),
-                               ("worst_ratio", _ratio(t.worst_ratio))):
-                ET.SubElement(props, "property", name=key, value=str(value))
-            if t.diagnosis is not None:
-                ET.SubElement(props, "property", name="diagnosis", value=t.diagnosis.text)
-        counts["tests"] += 1
-        total += t.duration
-        if t.failed and t.deviation is not None:
-            ET.SubElement(case, "skipped", message=f"known deviation: {t.deviation.reason}").text = _clip(t.failure)
-            counts["skipped"] += 1
-        elif t.outcome == "failed":
-            diagnosed = f" [diagnosis: {t.diagnosis.text}]" if t.diagnosis is not None else ""
-            inputs = f"\n\nbackend calls of the failing example:\n{t.inputs}" if t.inputs else ""
-            ET.SubElement(case, "failure", message=t.message[:500] + diagnosed).text = _clip(t.failure) + _clip(inputs, 1500)
-            counts["failures"] += 1
-        elif t.outcome in ("crashed", "timeout"):
-            ET.SubElement(case, "error", message=f"{t.outcome}: {t.message[:500]}").text = _clip(t.failure)
-            counts["errors"] += 1
-        elif t.outcome == "skipped":
-            ET.SubElement(case, "skipped", message=t.skip_reason or "")
-            counts["skipped"] += 1
-    for key, value in counts.items():
-        suite.set(key, str(value))
-    suite.set("time", f"{total:.3f}")
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.indent(root)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-
-
-def document(*, kind: str, command: list[str], environment: dict[str, Any], settings: dict[str, Any],
-             targets: list[dict[str, Any]], results: Sequence[OpResult], tests: Sequence[TestResult],
-             errors: list[str], reasons: list[str], verdict: str, code: int, started_at: str | None = None,
-             duration_s: float | None = None, known_deviations: dict[str, Any] | None = None,
-             require: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The report.json document (schema: conformance/REPORT.md)."""
-    from importlib import metadata
-
-    try:
-        version = metadata.version("transformer-conformance")
-    except metadata.PackageNotFoundError:
-        version = None
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": kind,
-        "tool": {"name": "transformer-conformance", "version": version},
-        "command": command,
-        "started_at": started_at,
-        "duration_s": duration_s,
-        "environment": environment,
-        "settings": settings,
-        "targets": targets,
-        "results": [r.to_json() for r in results],
-        "known_deviations": known_deviations or {"file": None, "entries": 0, "applied": [], "stale": []},
-        "require": require or {"ops": [], "missing": []},
-        "errors": errors,
-        "summary": {"verdict": verdict, "exit_code": code,
-                    "statuses": {s: sum(r.status == s for r in results) for s in STATUSES},
-                    "reasons": reasons,
-                    "tests": {o: sum(t.outcome == o for t in tests)
-                              for o in ("passed", "failed", "crashed", "timeout", "skipped")}},
-    }
-
-
-def markdown(document: dict[str, Any]) -> str:
-    """report.md: a summary a CI system can post as a comment (from the report.json document)."""
-    verdict = document["summary"]["verdict"]
-    icon = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "interrupted": "INTERRUPTED"}[verdict]
-    lines = [f"## Transformer conformance gate: {icon}", ""]
-    counts = document["summary"]["statuses"]
-    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no results")
-    lines.append("")
-    for reason in document["summary"]["reasons"]:
-        lines.append(f"- {reason}")
-    if document["summary"]["reasons"]:
-        lines.append("")
-    if document.get("errors"):
-        lines += ["### Errors", ""]
-        for error in document["errors"]:
-            lines += ["```", _clip(error, 2000), "```", ""]
-    targets = {t["id"]: t for t in document.get("targets", [])}
-    by_target: dict[str, list[dict[str, Any]]] = {}
-    for r in document["results"]:
-        by_target.setdefault(r["target"], []).append(r)
-    for target, rows in by_target.items():
-        t = targets.get(target, {})
-        where = f" ({t.get('spec')}, {t.get('dtype')}, {t.get('device')})" if t else ""
-        lines += [f"### {target_label(target, t.get('name'))}{where}", "", "| op | status | worst err/tol | examples | tests passed |",
-                  "|---|---|---:|---:|---:|"]
-        for r in rows:
-            if r["status"] == NO_TESTS:
-                continue
-            ran = r["tests"]["passed"] + r["tests"]["failed"] + r["tests"]["crashed"] + r["tests"]["timeout"]
-            status = f"**{r['status']}**" if r["status"] in FAILING else status_text(r["status"], r.get("coverage"))
-            ratio = r["worst_ratio"]
-            ratio_text = "-" if ratio is None else ratio if isinstance(ratio, str) else f"{ratio:.3g}"
-            lines.append(f"| {r['op']} | {status} | {ratio_text} | {r['examples']} | {r['tests']['passed']}/{ran} |")
-        untested = [r["op"] for r in rows if r["status"] == NO_TESTS]
-        if untested:
-            lines += ["", f"No tests for: {', '.join(untested)}."]
-        lines.append("")
-    diagnosed = [r for r in document["results"] if r.get("diagnosis") and r["status"] in (*FAILING, KNOWN)]
-    if diagnosed:
-        lines += ["### Diagnosis", ""] + [f"- `{r['op']}` on `{r['target']}`: {r['status']}; {r['diagnosis']}"
-                                          for r in diagnosed] + [""]
-    failures = [(r, f) for r in document["results"] for f in r["failures"]]
-    if failures:
-        lines += ["### Failures", ""]
-        for r, f in failures:
-            tag = " (known deviation)" if f["known_deviation"] else ""
-            lines += [f"#### `{r['op']}` on `{r['target']}`: {f.get('verdict') or f['outcome']}{tag}", "",
-                      f"- test: `{f['nodeid']}`"]
-            if f["worst_element"]:
-                lines.append(f"- worst element: `{f['worst_element']}`")
-            if f.get("diagnosis"):
-                lines.append(f"- diagnosis: {f['diagnosis']['text']}")
-            if f.get("doc"):
-                lines.append(f"- the test: {' '.join(f['doc'].split())}")
-            if f.get("tolerance"):
-                lines.append(f"- {f['tolerance']}")
-            if f["message"]:
-                lines += ["", "```", _clip(f["message"], 1500), "```"]
-            if f["falsifying_example"]:
-                lines += ["", "Shrunk example:", "", "```python", _clip(f["falsifying_example"], 1500), "```"]
-            if f.get("inputs"):
-                lines += ["", "Backend calls of the failing example:", "", "```", _clip(f["inputs"], 1500), "```"]
-            if f["reproduce_blob"]:
-                lines += ["", f"Reproduce the test: `{f['reproduce_blob']}`"]
-            if f.get("reproduce"):
-                lines += ["", f"Reproduce the calls: `{f['reproduce']}`"]
-            if f["known_deviation"]:
-                lines += ["", f"Accepted: {f['known_deviation']['reason']}"]
-            lines.append("")
-    deviations = document.get("known_deviations") or {}
-    if deviations.get("stale"):
-        lines += ["### Stale known deviations", "", "These entries no longer match any failure; remove them:", ""]
-        lines += [f"- {d['file']}:{d['line']}: {d['backend']} {d['dtype']} {d.get('op') or d.get('test')}: "
-                  f"{d['reason']}" for d in deviations["stale"]]
-        lines.append("")
-    env = document.get("environment", {})
-    lines += ["<details><summary>Environment</summary>", "", "```",
-              json.dumps({k: env.get(k) for k in ("python", "platform", "packages")}, indent=1), "```", "",
-              "</details>", ""]
-    return "\n".join(lines)

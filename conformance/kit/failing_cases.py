@@ -111,9 +111,9 @@ def replay(calls: Sequence[Call], backend: Any) -> tuple[bool, list[str]]:
     differential tests leave out); token ids must be equal (a legitimate near-tie is the
     differential test's to accept, not the replay's). Returns whether every call
     conformed, and one line per call."""
-    from conformance.assertions import assert_close
-    from conformance.harness import INTEGER_OPS, call_op
-    from conformance.tolerances import expected, reference_value
+    from conformance.kit.assertions import assert_close
+    from conformance.kit.harness import INTEGER_OPS, call_op
+    from conformance.tolerance.model import expected, reference_value
 
     lines, conforms = [], True
     for i, (op, args, kwargs) in enumerate(calls, 1):

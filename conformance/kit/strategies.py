@@ -3,7 +3,7 @@
 Every strategy takes keyword-only size caps and draws its simplest option first, so failures
 shrink to small, readable examples (one head, length-1 sequences, unit scale, no mask).
 Config variants and mask kinds are drawn only among those the running test's backend supports
-for its op (conformance/features.py; all of them for a backend that declares nothing).
+for its op (conformance/kit/features.py; all of them for a backend that declares nothing).
 Float arrays are drawn as (scale, seed, rounded) and made with NumPy's generator, so large
 arrays stay cheap to generate. ``rounded`` is the third choice, simplest first: the first
 example, one in ROUNDED_ONE_IN of the others and every one the shrinker tries has its values
@@ -14,15 +14,35 @@ would let the shrinker trade the failure it found for another one.
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 import numpy as np
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import reference
-from conformance import features
-from conformance.harness import not_implemented
+from conformance.kit import features
+from conformance.kit.harness import not_implemented
+
+NO_SHRINK_VARIABLE = "PROPERTIES_NO_SHRINK"
+"""Environment variable: when set (to anything but "" or "0"), tests skip Hypothesis' shrink and
+explain phases and report the first failing example as found. For runs where only the verdict
+matters (tests/test_properties_catch_mutants.py), where shrinking dominates."""
+
+
+def budget(share: float) -> settings:
+    """Settings running ``share`` of the active profile's max_examples (at least 10), so that a
+    suite's tests are sized by their cost (each suite sets its shares: properties/strategies.py,
+    conformance/differential/_compare.py). Applied at import (collection) time, after the
+    profile is loaded."""
+    phases = settings.default.phases
+    if os.environ.get(NO_SHRINK_VARIABLE, "") not in ("", "0"):
+        phases = tuple(phase for phase in phases if phase not in (Phase.shrink, Phase.explain))
+    return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)), phases=phases)
+
 
 SCALES = (1.0, 0.1, 10.0)
 seeds = st.integers(0, 2**32 - 1)
@@ -120,7 +140,7 @@ def padding_masks(draw: st.DrawFn, batch: int, seq_len: int, *, argument: str | 
     """None, or a (B, S) bool mask, True = real token, each row with at least one real token:
     every token real, right padding (lengths), left padding, or holes (row 0 real, padded,
     ..., real; the other rows any pattern). The kind is drawn among those the sequence length
-    allows and the backend supports for ``argument`` of the test's op (conformance/features.py),
+    allows and the backend supports for ``argument`` of the test's op (conformance/kit/features.py),
     so that every op taking padding masks meets every pattern."""
     kinds = features.allowed_masks([k for k in features.PADDING_KINDS if seq_len >= MIN_LENGTH[k]],
                                    argument=argument)

@@ -1,7 +1,7 @@
 """The per-call watchdog: a backend call that runs far longer than the reference takes for the
 same call is interrupted, and its op is marked hung for the rest of the run.
 
-``conformance.harness.call_op`` runs every backend call inside :func:`watch`. The limit of one
+``conformance.kit.harness.call_op`` runs every backend call inside :func:`watch`. The limit of one
 call is ``max(FLOOR_S, FACTOR x the reference's time for the same call)``; the reference is
 timed only when a call reaches ``FLOOR_S`` (never, for a backend that works), so a working
 backend pays one ``setitimer`` per call. Past the limit, SIGALRM interrupts the call where it
@@ -13,7 +13,7 @@ worker of the gate, fails at once with "timeout (hung earlier in this run ...)".
 op (``encode``) that hangs inside another of the backend's ops (``embedding``) says so.
 
 A call stuck in native code that holds the GIL never lets the signal handler run; for that the
-gate's plugin (conformance/gate_plugin.py) installs a *backstop*: faulthandler ends the process
+gate's plugin (conformance/gate/plugin.py) installs a *backstop*: faulthandler ends the process
 ``BACKSTOP_GRACE_S`` after the limit, and the gate reports a timeout with the Python stacks.
 
 Only the main thread of a process on a platform with SIGALRM is watched (elsewhere the
@@ -35,7 +35,8 @@ from typing import Any
 
 import reference
 from backends.contract import OPS
-from conformance import record
+from conformance.kit import record
+from conformance.kit.verdicts import TIMEOUT
 
 FLOOR_S = float(os.environ.get("CONFORMANCE_CALL_TIMEOUT", "60"))
 """The watchdog's floor in seconds (environment CONFORMANCE_CALL_TIMEOUT, default 60): above a
@@ -43,7 +44,6 @@ compiled backend's first call (JAX/XLA compiles every new shape, 10-20 s for gre
 on a loaded 2-core machine)."""
 FACTOR = 100.0
 BACKSTOP_GRACE_S = 10.0
-TIMEOUT = "timeout"  # the test's verdict (report.TIMEOUT)
 
 
 class Hung(BaseException):  # noqa: N818 - not an error of ours: the backend's call was stopped

@@ -6,29 +6,31 @@ op, which backend/dtype, and what the inputs were.
 
 Not implemented: an absent op, or one the backend declares unsupported as a whole
 (``supports(op)`` false), skips the test with reason "not implemented". A call whose features
-(conformance/features.py) the backend declares unsupported, or that raises
+(conformance/kit/features.py) the backend declares unsupported, or that raises
 NotImplementedError, is not implemented *for that input*: inside a Hypothesis test the example
 is rejected (``hypothesis.reject``, not counted) and the test goes on drawing, so a failure
 found by any other example stays a failure, shrinking included; the test is skipped as not
 implemented only when no backend call has run after NOT_IMPLEMENTED_LIMIT rejected examples (or
-when Hypothesis runs out of examples to try: conformance/pytest_plugin.py). A fixed test skips.
+when Hypothesis runs out of examples to try: conformance/kit/pytest_plugin.py). A fixed test skips.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
 from hypothesis import reject
 from hypothesis.control import currently_in_test_context
 
-from conformance import features, record, watchdog
+from backends.ops import IDS, RECORDS
+from conformance.kit import features, record, watchdog
+from conformance.kit.verdicts import NOT_IMPLEMENTED
+from reference.params import leaves, map_leaves
 
-NOT_IMPLEMENTED = "not implemented"
-UNSUPPORTED = "unsupported"
-INTEGER_OPS = frozenset({"greedy_decode"})
+INTEGER_OPS = frozenset(op for op, r in RECORDS.items() if r.output == IDS)
+"""Ops whose output is token ids, compared exactly (backends/ops.py)."""
 NOT_IMPLEMENTED_LIMIT = 50
 """Rejected examples, with no backend call run, after which a Hypothesis test is skipped as not
 implemented (Hypothesis itself would try 458)."""
@@ -70,33 +72,41 @@ def describe_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
 
 def to_native(backend: Any, tree: Any) -> Any:
     """Every NumPy array leaf of a nested dict/list converted with ``backend.asarray``."""
-    if isinstance(tree, np.ndarray):
-        return backend.asarray(tree)
-    if isinstance(tree, Mapping):
-        return {k: to_native(backend, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(to_native(backend, v) for v in tree)
-    return tree
+    return map_leaves(lambda a: backend.asarray(a) if isinstance(a, np.ndarray) else a, tree)
 
 
 def require_op(backend: Any, op: str) -> None:
     """Skip with reason "not implemented" when the backend has no ``op``, or declares it
     unsupported (``supports(op)`` false)."""
     if not callable(getattr(backend, op, None)) or not features.supports(backend, op):
-        pytest.skip(f"{NOT_IMPLEMENTED}: {label(backend, op)}")
+        skip(NOT_IMPLEMENTED, label(backend, op))
 
 
 def not_implemented(backend: Any, op: str, why: str) -> None:
     """This input is not implemented: reject the example inside a Hypothesis test (skip the
     test once NOT_IMPLEMENTED_LIMIT examples were rejected and no backend call ran), else
     skip. Never returns."""
-    reason = f"{NOT_IMPLEMENTED}: {label(backend, op)} {why}"
+    reason = f"{label(backend, op)} {why}"
     if not currently_in_test_context():
-        pytest.skip(reason)
+        skip(NOT_IMPLEMENTED, reason)
     rec = record.note_not_implemented()
     if rec is not None and rec.calls == 0 and rec.not_implemented >= NOT_IMPLEMENTED_LIMIT:
-        pytest.skip(f"{reason} (all {rec.not_implemented} examples drawn)")
+        skip(NOT_IMPLEMENTED, f"{reason} (all {rec.not_implemented} examples drawn)")
     reject()
+
+
+class Skip(pytest.skip.Exception):
+    """A skip of a known kind (NOT_IMPLEMENTED or UNSUPPORTED): its reason reads ``kind: reason``
+    and the pytest plugin puts the kind in the test's report (SKIP_KEY), which the gate reads."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+
+
+def skip(kind: str, reason: str) -> NoReturn:
+    """Skip the running test (or the fixture setting it up) as ``kind``."""
+    raise Skip(kind, reason)
 
 
 def call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = None, **kwargs: Any) -> np.ndarray:
@@ -142,20 +152,8 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
 
 def _snapshot(backend: Any, tree: Any) -> list[np.ndarray]:
     """Copies of every native array leaf, to detect in-place mutation."""
-    leaves: list[np.ndarray] = []
-    _collect(backend, tree, leaves)
-    return leaves
-
-
-def _collect(backend: Any, tree: Any, leaves: list[np.ndarray]) -> None:
-    if isinstance(tree, Mapping):
-        for v in tree.values():
-            _collect(backend, v, leaves)
-    elif isinstance(tree, (list, tuple)):
-        for v in tree:
-            _collect(backend, v, leaves)
-    elif not isinstance(tree, (str, int, float, bool, type(None))):
-        leaves.append(np.array(backend.to_numpy(tree), copy=True))
+    return [np.array(backend.to_numpy(x), copy=True) for x in leaves(tree)
+            if not isinstance(x, (str, int, float, bool, type(None)))]
 
 
 def _check_unchanged(backend: Any, op: str, before: list[np.ndarray], tree: Any) -> None:

@@ -1,7 +1,7 @@
 """The gate's pytest plugin: select tests by op, and write one JSON line per test report.
 
-Loaded by ``python -m conformance run`` with ``-p conformance.gate_plugin`` (next to
-``conformance.pytest_plugin``). Options:
+Loaded by ``python -m conformance run`` with ``-p conformance.gate.plugin`` (next to
+``conformance.kit.pytest_plugin``). Options:
 
   --conformance-ops OP,...        run only the tests whose ``@pytest.mark.op`` is one of these
                                   (tests without an op marker are deselected too)
@@ -17,9 +17,11 @@ Records (one JSON object per line, ``"event"`` says which):
   (skips: "not implemented", "unsupported"; errors), a ``teardown`` that failed, and the
   report xdist makes for a test whose worker crashed (``when = "???"``). Fields: nodeid, test
   (nodeid without the parameter part), target (id, spec, dtype, device), op, kind, when,
-  outcome, skip_reason, duration, conformance (the record of conformance.record), failure (the
-  failure text), falsifying_example, reproduce_blob, doc (a failing test's docstring, first paragraph), case_file (the failing example's backend
-  calls saved by the worker as ``cases/<test>.npz`` beside FILE: conformance/failing_cases.py).
+  outcome, skip_reason, skip_kind ("not implemented" or "unsupported" for the suite's own skips,
+  conformance.kit.harness.Skip; null for any other), duration, conformance (the record of
+  conformance.kit.record), failure (the failure text), falsifying_example, reproduce_blob, doc (a
+  failing test's docstring, first paragraph), case_file (the failing example's backend calls
+  saved by the worker as ``cases/<test>.npz`` beside FILE: conformance/kit/failing_cases.py).
 - ``collect_error``: a test module that could not be collected.
 
 The item details (target, op, kind) are written by the worker that collected the tests into
@@ -53,7 +55,8 @@ from typing import Any
 import pytest
 from hypothesis import Phase, settings
 
-from conformance import failing_cases, watchdog
+from conformance.kit import failing_cases, watchdog
+from conformance.kit.verdicts import SKIP_KEY
 
 GATE_KEY = "conformance_gate"
 FAULT_START = "== start "
@@ -163,7 +166,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def _save_case(item: pytest.Item) -> Path | None:
     """The failing example's backend calls as ``cases/<test>.npz`` beside the results file."""
-    from conformance.pytest_plugin import RECORD  # loaded first (the gate passes -p for both)
+    from conformance.kit.pytest_plugin import RECORD  # loaded first (the gate passes -p for both)
 
     rec, path = item.stash.get(RECORD, None), item.config.getoption("conformance_results")
     if rec is None or not rec.failing_calls or not path:
@@ -249,7 +252,7 @@ def _covered(item: pytest.Item) -> bool:
     if not path:
         return False
     if _covering is None:
-        from conformance import deviations  # the gate loaded the same file: its errors are reported there
+        from conformance.gate import deviations  # the gate loaded the same file: its errors are reported there
 
         _covering = deviations.load(path)
     target = _target_of(item)
@@ -308,7 +311,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if _writer is None:
         return
-    from conformance.pytest_plugin import selected_targets  # the same targets the tests run on
+    from conformance.kit.pytest_plugin import selected_targets  # the same targets the tests run on
 
     config = session.config
     try:
@@ -388,6 +391,7 @@ def report_record(report: pytest.TestReport) -> dict[str, Any]:
         "when": report.when,
         "outcome": report.outcome,
         "skip_reason": skip_reason,
+        "skip_kind": props.get(SKIP_KEY) if report.skipped else None,
         "duration": round(float(report.duration or 0.0), 6),
         "conformance": props.get("conformance"),
         "failure": failure,

@@ -15,12 +15,12 @@ argument (``mask``, ``self_mask``, ``cross_mask``, ``src_mask``, ``tgt_mask``) i
     arbitrary   a full (..., Sq, Sk) attention pattern (causal, random, fully masked rows)
 
 A padding mask is (B, S); a key-padding attention mask is one whose query axis has size 1
-(B, 1, Sk). ``of_call`` reads the features off an actual call (conformance/harness.py calls it
+(B, 1, Sk). ``of_call`` reads the features off an actual call (conformance/kit/harness.py calls it
 for every op call), so the report states what ran, not what a strategy meant to draw.
 
-The strategies (conformance/strategies.py) ask ``allowed`` which values they may draw: those
+The strategies (conformance/kit/strategies.py) ask ``allowed`` which values they may draw: those
 the backend of the running test supports for the test's op (``start`` is called by
-conformance/pytest_plugin.py around each test).
+conformance/kit/pytest_plugin.py around each test).
 """
 
 from __future__ import annotations
@@ -35,36 +35,14 @@ import numpy as np
 
 import reference
 from backends.contract import OPS
+from backends.ops import ATTENTION_KINDS, KEY_PADDED_KINDS, PADDING_KINDS, RECORDS  # noqa: F401 - the kinds, for importers
 
 FeatureValue = bool | str
 
-PADDING_KINDS: tuple[str, ...] = ("none", "all_real", "right", "left", "holes")
-"""Kinds of a (B, S) padding mask, simplest first."""
-
-ATTENTION_KINDS: tuple[str, ...] = ("none", "all_real", "arbitrary")
-"""Kinds of an (..., Sq, Sk) attention mask of attention / attention_weights."""
-
-KEY_PADDED_KINDS: tuple[str, ...] = PADDING_KINDS + ("arbitrary",)
-"""Kinds of a mask that may be a full pattern or key padding (B, 1, Sk): multi-head attention
-and the layers."""
-
-BOOL = (False, True)
-_CONFIG = {"norm_first": BOOL, "activation": ("relu", "gelu")}
-_STACK = {**_CONFIG, "final_norm": BOOL, "scale_embedding": (True, False)}
-
 OP_FEATURES: dict[str, dict[str, tuple[FeatureValue, ...]]] = {
-    "attention": {"mask": ATTENTION_KINDS},
-    "attention_weights": {"mask": ATTENTION_KINDS},
-    "multi_head_attention": {"mask": KEY_PADDED_KINDS},
-    "feed_forward": {"activation": ("relu", "gelu")},
-    "encoder_layer": {**_CONFIG, "mask": KEY_PADDED_KINDS},
-    "decoder_layer": {**_CONFIG, "self_mask": KEY_PADDED_KINDS, "cross_mask": KEY_PADDED_KINDS},
-    "encode": {**_STACK, "src_mask": PADDING_KINDS},
-    "decode": {**_STACK, "src_mask": PADDING_KINDS, "tgt_mask": PADDING_KINDS},
-    "forward": {**_STACK, "src_mask": PADDING_KINDS, "tgt_mask": PADDING_KINDS},
-    "greedy_decode": {**_STACK, "src_mask": PADDING_KINDS},
-}
-"""op -> feature -> its values (simplest first). Ops not listed have no features."""
+    op: dict(r.features) for op, r in RECORDS.items() if r.features}
+"""op -> feature -> its values (simplest first), from the op records (backends/ops.py). Ops not
+listed have no features."""
 
 MASK_ARGUMENTS = frozenset({"mask", "self_mask", "cross_mask", "src_mask", "tgt_mask"})
 CONFIG_FEATURES = ("norm_first", "final_norm", "scale_embedding", "activation")

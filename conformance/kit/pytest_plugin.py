@@ -2,7 +2,7 @@
 per-test records for the gate.
 
 Loaded by the repository's ``conftest.py`` and by the gate (``pytest -p
-conformance.pytest_plugin``). Options (each also an environment variable, for CI systems):
+conformance.kit.pytest_plugin``). Options (each also an environment variable, for CI systems):
 
   --backend SPEC   repeatable    CONFORMANCE_BACKEND  (comma-separated)
   --dtype D        repeatable    CONFORMANCE_DTYPE    (comma-separated)
@@ -34,10 +34,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import Unsatisfiable
 
+from backends import registry
 from backends.contract import DTYPES
-from backends.registry import BUILTINS, BackendSpecError, Target, default_targets, load_backend
-from conformance import features, record
-from conformance.harness import NOT_IMPLEMENTED, UNSUPPORTED
+from backends.registry import BackendSpecError, Target, load_backend
+from conformance.kit import features, record
+from conformance.kit.harness import Skip, skip
+from conformance.kit.verdicts import NOT_IMPLEMENTED, SKIP_KEY, UNSUPPORTED
 
 PROFILES: dict[str, dict[str, Any]] = {
     # dev skips the explain phase: ~100 extra runs of every failing test (most of a failing
@@ -69,22 +71,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kind(name): property or differential")
 
 
-def _from_env(name: str) -> list[str]:
-    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
-
-
 def selected_targets(config: pytest.Config) -> list[Target]:
-    """The backend x dtype (x device) combinations chosen on the command line or environment."""
-    specs = config.getoption("backend") or _from_env("CONFORMANCE_BACKEND")
-    dtypes = config.getoption("dtype") or _from_env("CONFORMANCE_DTYPE")
-    device = config.getoption("device") or os.environ.get("CONFORMANCE_DEVICE") or None
-    bad = [d for d in dtypes if d not in DTYPES]
-    if bad:
-        raise pytest.UsageError(f"unknown dtype {bad[0]!r}; choose from {DTYPES}")
-    if not specs and not dtypes and device is None:
-        return default_targets()
-    specs = specs or list(BUILTINS)
-    return [Target(s, d, device or "cpu") for s in specs for d in (dtypes or DTYPES)]
+    """The backend x dtype (x device) combinations chosen on the command line or environment
+    (``backends.registry.selected_targets``)."""
+    try:
+        return registry.selected_targets(config.getoption("backend"), config.getoption("dtype"),
+                                         config.getoption("device"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -115,7 +109,7 @@ def backend(request: pytest.FixtureRequest) -> Any:
     try:
         return load_backend(target.spec, dtype=target.dtype, device=target.device)
     except ValueError as exc:
-        pytest.skip(f"{UNSUPPORTED}: {target.id}: {exc}")
+        skip(UNSUPPORTED, f"{target.id}: {exc}")
     except BackendSpecError as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -128,13 +122,20 @@ def _counting(inner: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Count Hypothesis examples per test (Hypothesis lets plugins wrap ``inner_test``)."""
+def wrap_inner_tests(items: list[pytest.Item], wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+                     tag: str) -> None:
+    """Wrap every Hypothesis test's ``inner_test`` (what runs one example; Hypothesis lets plugins
+    replace it) with ``wrap``, once: ``tag`` marks a wrapped one."""
     for item in items:
         handle = getattr(getattr(item, "obj", None), "hypothesis", None)
-        if handle is not None and not getattr(handle.inner_test, "_conformance_counted", False):
-            handle.inner_test = _counting(handle.inner_test)
-            handle.inner_test._conformance_counted = True
+        if handle is not None and not getattr(handle.inner_test, tag, False):
+            handle.inner_test = wrap(handle.inner_test)
+            setattr(handle.inner_test, tag, True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Count Hypothesis examples per test."""
+    wrap_inner_tests(items, _counting, "_conformance_counted")
 
 
 RECORD = pytest.StashKey[record.Record]()
@@ -151,7 +152,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     except Unsatisfiable:  # no failure, and every example drawn was rejected
         if not rec.not_implemented:
             raise
-        pytest.skip(f"{NOT_IMPLEMENTED}: every example drawn ({rec.not_implemented}) was not implemented")
+        skip(NOT_IMPLEMENTED, f"every example drawn ({rec.not_implemented}) was not implemented")
     except Exception:  # a failure the assertion helpers did not note: the last example run is it
         if not rec.failing_calls:
             rec.failing_calls = list(rec.example_calls)
@@ -166,8 +167,11 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    """A failure's report shows the backend calls of its (shrunk) example, readable."""
+    """A failure's report shows the backend calls of its (shrunk) example, readable; a skip's
+    report says its kind (not implemented, unsupported) for the gate."""
     report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, Skip):
+        report.user_properties.append((SKIP_KEY, call.excinfo.value.kind))
     rec = item.stash.get(RECORD, None)
     if call.when == "call" and report.failed and rec is not None and rec.inputs:
         report.sections.append(("failing example's backend calls", rec.inputs))

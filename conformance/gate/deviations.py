@@ -15,7 +15,7 @@ The file is TOML, one ``[[deviation]]`` table per accepted failure::
     variant = "mask-finfo-min"        # optional: the convention (reference/variants.py) that explains it
 
 An entry that cites a ``variant`` covers a failure only while the gate's diagnosis
-(conformance/diagnosis.py) still finds that variant explains it: a differential failure
+(conformance/tolerance/diagnosis.py) still finds that variant explains it: a differential failure
 diagnosed otherwise is no longer "known" (it fails, and a note says why); a failure the
 diagnosis cannot look at (a property test) is covered unless the op's differential failures
 on the same target were diagnosed and none of them is explained by the variant (when the
@@ -42,7 +42,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as a package (pyproj
     import tomli as tomllib
 
 from backends.contract import DTYPES, OPS
-from conformance.diagnosis import enabled as diagnosis_enabled
+from conformance.tolerance.diagnosis import enabled as diagnosis_enabled
 from reference.variants import CATALOGUE
 
 KEYS = {"backend", "dtype", "device", "op", "test", "reason", "reference", "version", "variant"}
@@ -142,13 +142,13 @@ def _entry(raw: dict[str, Any], path: Path, line: int, index: int) -> Deviation:
     if "op" in raw and raw["op"] not in OPS:
         raise fail(f"unknown op {raw['op']!r}; contract ops: {', '.join(OPS)}")
     if "variant" in raw and raw["variant"] not in CATALOGUE:
-        raise fail(f"unknown variant {raw['variant']!r}; the catalogue (conformance/VARIANTS.md): {', '.join(CATALOGUE)}")
+        raise fail(f"unknown variant {raw['variant']!r}; the catalogue (conformance/tolerance/VARIANTS.md): {', '.join(CATALOGUE)}")
     return Deviation(**raw, file=str(path), line=line)
 
 
 def apply(deviations: list[Deviation], tests: list[Any], targets: dict[str, dict[str, str]]) -> None:
     """Set ``test.deviation`` on each failing test an entry covers (the first such entry).
-    ``tests`` are report.TestResult; ``targets`` maps target id -> {id, spec, dtype, device}."""
+    ``tests`` are tally.TestResult; ``targets`` maps target id -> {id, spec, dtype, device}."""
     diagnosed = [t for t in tests if t.failed and t.diagnosis is not None]
     explained = {(t.target, t.op, v) for t in diagnosed for v in (*t.diagnosis.variants, *t.diagnosis.alike)}
     explained |= {(t.target, t.op, None) for t in diagnosed}

@@ -1,5 +1,5 @@
 """The tolerance model of the differential tests: what a backend's result is compared with,
-and how closely (derivation, constants and measurements: conformance/TOLERANCES.md).
+and how closely (derivation, constants and measurements: conformance/tolerance/TOLERANCES.md).
 
 Per element i of an op's output, for a backend computing in ``dtype``::
 
@@ -10,7 +10,7 @@ Per element i of an op's output, for a backend computing in ``dtype``::
   error.
 - ``bound_i(dtype)``: the first-order forward error bound of a correct implementation that
   stores values in ``dtype`` and accumulates in it (float16 and bfloat16: in float32), propagated through the reference's equations in float64
-  (``conformance.error_bounds``): reductions charge ``min(n, LAMBDA sqrt(n)) u sum|terms|``,
+  (``conformance.tolerance.error_bounds``): reductions charge ``min(n, LAMBDA sqrt(n)) u sum|terms|``,
   elementwise functions their condition number plus a few ulp, softmax amplifies logit errors
   by its weights, layer norm divides by sigma. It is a deterministic function of (op, inputs,
   dtype): nothing measured on the host (BLAS kernel, threads, library versions) enters it.
@@ -33,14 +33,15 @@ of squared normalised errors the same way).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import reference
-from conformance import error_bounds
+from conformance.tolerance import error_bounds
+from reference.params import map_floats
 from reference.precision import arithmetic, rounded, smallest_normal
 
 SAFETY = 2.0
@@ -71,18 +72,6 @@ class Expected:
 
 
 # --- inputs ------------------------------------------------------------------------------------
-
-def map_floats(fn: Callable[[np.ndarray], np.ndarray], tree: Any) -> Any:
-    """``tree`` (nested dicts, lists, tuples) with ``fn`` applied to every floating array leaf;
-    ids, masks, configs and Python scalars pass through unchanged."""
-    if isinstance(tree, np.ndarray) and np.issubdtype(tree.dtype, np.floating):
-        return fn(tree)
-    if isinstance(tree, Mapping):
-        return {k: map_floats(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(map_floats(fn, v) for v in tree)
-    return tree
-
 
 def rounded_inputs(tree: Any, dtype: str) -> Any:
     """Every float leaf rounded to ``dtype`` and held in float64: exactly representable in
@@ -139,6 +128,16 @@ def terms(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None, *, dtyp
     return (f"tolerance {SAFETY * e + tiny(dtype):.3g} = {SAFETY:g} x bound {e:.3g}{share} + tiny {tiny(dtype):.3g}; "
             f"the bound from the reductions' accumulation alone {float(by_acc):.3g}, from the stored roundings alone "
             f"{float(by_store):.3g} (u = {u:.3g}, |ref| = {abs(v):.3g})")
+
+
+def error_ratio(actual: np.ndarray, expected: np.ndarray, tol: np.ndarray | float) -> np.ndarray:
+    """|actual - expected| / tol per element (``tol`` broadcasts): 0 where the two are equal
+    (equal infinities included), inf where the error is NaN or exceeds a zero tolerance."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        err = np.where(actual == expected, 0.0, np.abs(actual - expected))
+        ratio = np.where(err == 0, 0.0, err / tol)
+    return np.where(np.isnan(ratio), np.inf, ratio)
 
 
 def rms_ratio(ratio: np.ndarray) -> float:
