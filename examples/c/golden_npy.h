@@ -1,4 +1,4 @@
-/* golden_npy.h: read and write the .npy files of the golden vectors (conformance/GOLDEN.md,
+/* golden_npy.h: read and write the .npy files of the golden vectors (conformance/golden/GOLDEN.md,
  * layout npy) in C99, with no library beyond libc. One header, static functions: include it.
  *
  *   npy_array a;
