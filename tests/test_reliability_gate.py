@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from conformance.differential.test_registered_cases import SEEDS
 from conformance.gate.cli import main
 from tests.faults.backends import FAULTS
 
@@ -32,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FAULT_FILE = "tests/faults/backends.py"  # relative to ROOT
 FAULT_PATH = str(ROOT / FAULT_FILE)
 OPS = ("embedding", "layer_norm")
+EMBEDDING_TESTS = 4 + len(SEEDS)  # per target: its property, two differential tests, determinism, the registered cases
+LAYER_NORM_TESTS = 8 + len(SEEDS)  # per target: 7 property and differential tests, determinism, the registered cases
 CALL_TIMEOUT_S = 10  # the watchdog's floor in these runs (CONFORMANCE_CALL_TIMEOUT; the default is 60 s)
 TIMEOUT_S = 30  # the process run's per-test timeout: above the watchdog's 10 s and its backstop's 20 s
 
@@ -57,8 +60,8 @@ EXPECTED: dict[str, tuple[str, str]] = {
                               r"\(float32\([\d, ]+\)\) in place$"),
     "nondeterministic": ("nondeterministic",
                          r"^nondeterministic\[float32, cpu\]\.layer_norm is nondeterministic: the same inputs "
-                         r"\(float64\(2, 5, 16\), .*\) gave different results: out\[\d+, \d+, \d+\] = \S+ on the "
-                         r"first call but \S+ on call 2; 1 of 160 elements differ$"),
+                         r"\(float64\(\d+, \d+, \d+\), .*\) gave different results: out\[\d+, \d+, \d+\] = \S+ on "
+                         r"the first call but \S+ on call 2; 1 of \d+ elements differ$"),
     "hanging": ("timeout", WATCHDOG.format(fault="hanging")),
     # libc sleep(3) holds the GIL, but SIGALRM interrupts its system call: the watchdog stops it too
     "hanging_in_native": ("timeout", WATCHDOG.format(fault="hanging_in_native")),
@@ -235,11 +238,11 @@ def test_after_a_crash_or_timeout_the_op_s_other_tests_are_skipped_and_the_run_g
         embedding = results(document, fault)["embedding"]
         dead = embedding["tests"]["crashed"] + embedding["tests"]["timeout"]
         assert 1 <= dead <= 2, embedding["tests"]  # two workers may both be in a test of it
-        assert embedding["tests"]["skipped"] == 4 - dead
+        assert embedding["tests"]["skipped"] == EMBEDDING_TESTS - dead
         assert all(r.startswith("not run: embedding already crashed or timed out on ")
                    for r in embedding["skip_reasons"])
     assert document["summary"]["tests"]["failed"] == 0
-    assert document["summary"]["tests"]["passed"] == 4 * 8  # layer_norm: 7 tests + the determinism test
+    assert document["summary"]["tests"]["passed"] == 4 * LAYER_NORM_TESTS  # layer_norm on the four targets
 
 
 def test_a_python_hang_is_interrupted_by_the_watchdog_and_later_calls_fail_at_once(process_run):
@@ -248,7 +251,7 @@ def test_a_python_hang_is_interrupted_by_the_watchdog_and_later_calls_fail_at_on
     _, report_dir = process_run
     for fault in HANGS:
         embedding = results(load(report_dir), fault)["embedding"]
-        assert embedding["tests"]["timeout"] == 4 and embedding["tests"]["crashed"] == 0, embedding["tests"]
+        assert embedding["tests"]["timeout"] == EMBEDDING_TESTS and embedding["tests"]["crashed"] == 0, embedding["tests"]
         messages = [f["message"] for f in embedding["failures"]]
         assert sum("(hung earlier in this run, in " in m for m in messages) >= 2, messages
         assert sum(f["duration_s"] for f in embedding["failures"]) < 3 * TIMEOUT_S  # not one timeout per test
@@ -270,7 +273,7 @@ def test_without_xdist_a_crash_ends_the_run_but_not_the_gate(gate_runs):
     assert by_op["layer_norm"]["skip_reasons"] == ["not run: the pytest run ended before this test started "
                                                    "(see pytest.log)"]
     assert document["summary"]["tests"]["crashed"] == 1
-    assert document["summary"]["tests"]["skipped"] == 11  # 3 embedding + 8 layer_norm tests
+    assert document["summary"]["tests"]["skipped"] == EMBEDDING_TESTS - 1 + LAYER_NORM_TESTS  # all but the crashed one
 
 
 # --- set-up errors: exit 2 before any test runs ---------------------------------------------
