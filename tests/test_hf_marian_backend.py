@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from backends import hf_marian
+from backends import hf_marian, hf_marian_mapping
 from conformance.kit.harness import to_native
 from reference import variants
 from tests.masks import padding_mask, random_mask
@@ -98,7 +98,7 @@ def test_what_marian_cannot_express_raises_not_implemented(marian64: hf_marian.H
 def test_state_dict_mapping_covers_marian_mt_model(marian64: hf_marian.HFMarianBackend) -> None:
     """Our params name every tensor of an untied MarianMTModel except its own positional tables."""
     model = marian64._model(to_native(marian64, ref.init_params(CONFIG, 0)), CONFIG, S_SRC)
-    ours = set(hf_marian.mt_model_state(to_native(marian64, ref.init_params(CONFIG, 0))))
+    ours = set(hf_marian_mapping.mt_model_state(to_native(marian64, ref.init_params(CONFIG, 0))))
     assert set(model.state_dict()) - ours == {"model.encoder.embed_positions.weight",
                                               "model.decoder.embed_positions.weight"}
     assert model.lm_head.weight.data_ptr() != model.model.decoder.embed_tokens.weight.data_ptr(), "tied"

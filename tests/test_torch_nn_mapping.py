@@ -18,16 +18,10 @@ import torch
 from torch import nn
 
 import reference as ref
-from backends import torch_nn
-from backends.torch_nn import (
-    TorchNNBackend,
-    build_transformer,
-    causal_disallowed,
-    decoder_layer_state,
-    encoder_layer_state,
-    mha_state,
-    nn_masks,
-)
+from backends import torch_nn, torch_nn_mapping
+from backends.torch_nn import TorchNNBackend
+from backends.torch_nn_mapping import (
+    build_transformer, causal_disallowed, decoder_layer_state, encoder_layer_state, mha_state, nn_masks)
 from conformance.kit.harness import to_native
 from tests.masks import padding_mask, random_mask
 from tests.matching import assert_matches_reference
@@ -91,7 +85,7 @@ def test_mha_state_loads_strictly_and_reproduces_the_reference(rng: np.random.Ge
 def test_layer_states_cover_every_parameter(norm_first: bool) -> None:
     backend = torch_nn.factory(dtype="float64")
     layers = to_native(backend, ref.init_params(CONFIG, 1))
-    kwargs = torch_nn.layer_kwargs(model_config(norm_first, False, "relu", True, layer_norm_eps=1e-5))
+    kwargs = torch_nn_mapping.layer_kwargs(model_config(norm_first, False, "relu", True, layer_norm_eps=1e-5))
     enc = nn.TransformerEncoderLayer(**kwargs, dtype=torch.float64)
     dec = nn.TransformerDecoderLayer(**kwargs, dtype=torch.float64)
     assert set(encoder_layer_state(layers["encoder"][0])) == set(enc.state_dict())
