@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from backends import jax_backend
+from backends import jax_backend, jax_support
 from conformance.kit.harness import to_native
 from tests.masks import padding_mask, random_mask
 from tests.matching import assert_matches_reference
@@ -101,7 +101,7 @@ def test_mha_variables_have_flax_shapes(jax64: jax_backend.JaxBackend) -> None:
     x = np.zeros((1, 3, 8))
     initialised = module.init(jax.random.key(0), x, x, x)
     shapes = jax.tree.map(lambda a: a.shape, initialised)
-    assert jax.tree.map(lambda a: a.shape, jax_backend.mha_variables(p, 2)) == shapes
+    assert jax.tree.map(lambda a: a.shape, jax_support.mha_variables(p, 2)) == shapes
 
 
 # -- ops against the reference ----------------------------------------------------------------
