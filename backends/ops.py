@@ -8,10 +8,11 @@ its invalid inputs, its features (the config variants and mask kinds it takes,
 conformance/kit/features.py) and the ops it is made of (the diagnosis tries their variants).
 ``backends.contract.OPS`` is the registry's order; the numpy backend delegates every op, the
 harness, the determinism test, the registered-case differential test, golden vectors and the
-tolerance benchmark read the records. Adding an op: its equation in reference/, a record here,
-its error bound (conformance/tolerance/error_bounds.py), its row in CONTRACT.md, the torch
-backend's method, and its property module; tests/test_ops_registry.py fails while a record is
-incomplete.
+tolerance benchmark read the records. Adding an op touches six files: its function in
+reference/layers.py or model.py (and that module's ``__all__``, which the package exports), a
+record here, its error bound (conformance/tolerance/error_bounds.py), its row in CONTRACT.md, the
+torch backend's method (backends/torch_ops.py or torch_backend.py), and its property module;
+tests/test_ops_registry.py fails while a record is incomplete, and adds a dummy op that way.
 """
 
 from __future__ import annotations

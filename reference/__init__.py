@@ -5,20 +5,12 @@ the backend contract (backends/CONTRACT.md) is here with the same name and argum
 keyword-only ``dtype`` (default float64) used only for the tolerance model's baseline.
 """
 
+from reference import layers, model
 from reference.config import Config, as_config
-from reference.layers import (
-    attention, attention_weights, embedding, feed_forward, layer_norm, multi_head_attention,
-    positional_encoding, softmax,
-)
-from reference.model import (
-    causal_mask, decode, decoder_layer, encode, encoder_layer, forward, greedy_decode,
-)
+from reference.layers import *  # noqa: F403 - the building blocks' ops, as layers.__all__ lists them
+from reference.model import *  # noqa: F403 - the model's ops, as model.__all__ lists them
 from reference.params import init_params, param_shapes
 from reference.precision import DTYPES, unit_roundoff
 
-__all__ = [
-    "DTYPES", "Config", "as_config", "attention", "attention_weights", "causal_mask", "decode",
-    "decoder_layer", "embedding", "encode", "encoder_layer", "feed_forward", "forward",
-    "greedy_decode", "init_params", "layer_norm", "multi_head_attention", "param_shapes",
-    "positional_encoding", "softmax", "unit_roundoff",
-]
+__all__ = ["DTYPES", "Config", "as_config", "init_params", "param_shapes", "unit_roundoff",
+           *layers.__all__, *model.__all__]

@@ -23,6 +23,10 @@ from reference.precision import as_float, check_dtype
 
 Params = Mapping[str, Any]
 
+__all__ = ["softmax", "positional_encoding", "embedding", "layer_norm", "attention_weights", "attention",
+           "multi_head_attention", "feed_forward"]
+"""The contract's ops defined here (a new one is added to this list: the package exports it)."""
+
 
 # --- softmax -------------------------------------------------------------------------------
 

@@ -24,6 +24,9 @@ from reference.precision import check_dtype, rounded
 Params = Mapping[str, Any]
 ConfigLike = Mapping[str, Any] | Config
 
+__all__ = ["encoder_layer", "decoder_layer", "encode", "decode", "forward", "greedy_decode", "causal_mask"]
+"""The contract's ops defined here, and the causal mask (the package exports them)."""
+
 
 # --- layers ---------------------------------------------------------------------------------
 

@@ -96,26 +96,23 @@ def test_an_op_without_golden_cases_gets_its_records_case_with_portable_inputs()
 
 # --- adding an op -------------------------------------------------------------------------------
 
-EDITS = {
-    "reference/layers.py": ("append", '''
+EDITS = [
+    ("reference/layers.py", "replace", '__all__ = ["softmax",', '__all__ = ["double", "softmax",'),
+    ("reference/layers.py", "append", '''
 
 def double(x: Any, *, dtype: str = "float64") -> np.ndarray:
     """2 x, elementwise (the dummy op of tests/test_ops_registry.py). Shapes: (...) -> (...)."""
     return 2.0 * floats("x", x, check_dtype(dtype), (None, None))
 '''),
-    "reference/__init__.py": ("replace", "    positional_encoding, softmax,\n)", "    positional_encoding, softmax, double,\n)"),
-    "backends/ops.py": ("replace", '    _record("softmax", _softmax),\n',
-                        '    _record("softmax", _softmax),\n'
-                        '    _record("double", lambda rng: Case("double", [_x(rng, BATCH, S_SRC)])),\n'),
-    "conformance/tolerance/error_bounds.py": ("replace", '    "softmax": lambda a, r:',
-                                              '    "double": lambda a, r: exact(2.0 * np.asarray(a["x"], dtype=np.float64)),\n'
-                                              '    "softmax": lambda a, r:'),
-    "backends/CONTRACT.md": ("replace", "| `embedding(ids, table)` |",
-                             "| `double(x)` | `2 x` | `(B, S)` → `(B, S)` |\n| `embedding(ids, table)` |"),
-    "backends/torch_backend.py": ("replace", "    @torch.no_grad()\n    def layer_norm(",
-                                  "    def double(self, x: Tensor) -> Tensor:\n        return {body}\n\n"
-                                  "    @torch.no_grad()\n    def layer_norm("),
-    "properties/test_double.py": ("create", '''
+    ("backends/ops.py", "replace", '    _record("softmax", _softmax),\n',
+     '    _record("softmax", _softmax),\n    _record("double", lambda rng: Case("double", [_x(rng, BATCH, S_SRC)])),\n'),
+    ("conformance/tolerance/error_bounds.py", "replace", '    "softmax": lambda a, r:',
+     '    "double": lambda a, r: exact(2.0 * np.asarray(a["x"], dtype=np.float64)),\n    "softmax": lambda a, r:'),
+    ("backends/CONTRACT.md", "replace", "| `embedding(ids, table)` |",
+     "| `double(x)` | `2 x` | `(B, S)` → `(B, S)` |\n| `embedding(ids, table)` |"),
+    ("backends/torch_ops.py", "replace", "    @torch.no_grad()\n    def layer_norm(",
+     "    def double(self, x: Tensor) -> Tensor:\n        return {body}\n\n    @torch.no_grad()\n    def layer_norm("),
+    ("properties/test_double.py", "create", '''
 """double(x) = x + x, exactly."""
 
 import pytest
@@ -136,14 +133,15 @@ def test_double_is_x_plus_x(backend, x):
     assert_equal(call_op(backend, "double", x, shape=x.shape), x + x, backend=backend, op="double",
                  what="double(x) = x + x")
 '''),
-}
-"""What adding the dummy op ``double`` edits: exactly the files the registry's docstring names
-(its equation and export in reference/, its record, its error bound, CONTRACT.md, the torch
-backend, a property module; the numpy backend delegates every registered op)."""
+]
+"""What adding the dummy op ``double`` edits: exactly the six files the registry's docstring
+names (its equation in reference/layers.py with its export, its record, its error bound,
+CONTRACT.md, the torch backend, a property module; the numpy backend delegates every
+registered op)."""
 
 
 def add_double(tree: Path, torch_body: str) -> None:
-    for name, (how, *text) in EDITS.items():
+    for name, how, *text in EDITS:
         path = tree / name
         if how == "create":
             path.write_text(textwrap.dedent(text[0]).lstrip())
@@ -154,6 +152,10 @@ def add_double(tree: Path, torch_body: str) -> None:
         else:
             assert text[0] in old, (name, text[0])
             path.write_text(old.replace(text[0], text[1].replace("{body}", torch_body), 1))
+
+
+def test_adding_an_op_edits_six_files():
+    assert len({name for name, *_ in EDITS}) == 6
 
 
 def copy_tree(tmp_path: Path) -> Path:
