@@ -63,6 +63,8 @@ def test_a_correct_backend_passes_and_the_three_reports_are_written(tmp_path, ca
     assert targets["reference-float16"]["status"] == "unsupported"
     assert "float64 only" in targets["reference-float16"]["reason"]
     assert set(targets["reference-float64"]["versions"]) >= {"transformer-conformance", "numpy", "scipy"}
+    blas = document["environment"]["blas"]  # the host's BLAS kernel, part of any figure from this run
+    assert blas and all(lib["architecture"] and lib["num_threads"] >= 1 for lib in blas), blas
     suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
     assert suite.get("failures") == "0" and int(suite.get("tests")) == 16
     assert (tmp_path / "report.md").read_text().startswith("## Transformer conformance gate: PASS")

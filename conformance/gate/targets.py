@@ -69,7 +69,18 @@ def _hint(spec: str) -> str:
 def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "implementation": platform.python_implementation(),
             "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "executable": sys.executable, "packages": {p: _version(p) for p in PACKAGES}}
+            "executable": sys.executable, "blas": blas(), "packages": {p: _version(p) for p in PACKAGES}}
+
+
+def blas() -> list[dict[str, Any]]:
+    """The BLAS libraries NumPy loaded, with the kernel each picked for this CPU (OpenBLAS's
+    ``architecture``, which ``OPENBLAS_CORETYPE`` forces) and its thread count: the host's part of
+    a figure (the tolerance itself does not depend on them, conformance/tolerance/TOLERANCES.md)."""
+    import numpy  # noqa: F401, PLC0415 - loaded, so that threadpoolctl sees its BLAS
+    from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+    return [{key: lib.get(key) for key in ("internal_api", "version", "architecture", "num_threads")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
 
 
 IMPORTED: dict[str, set[str]] = {}
