@@ -278,3 +278,13 @@ def test_a_missing_or_corrupted_manifest(tmp_path, outputs):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(GoldenError, match="not a readable JSON manifest"):
         golden.check(tmp_path, outputs)
+
+
+def test_an_op_without_outputs_is_not_implemented_in_the_report(golden_dir, outputs, tmp_path):
+    """The golden check's skips carry their kind (tally.TestResult.skip_kind), as the gate's do."""
+    for path in outputs.glob("softmax-*.npy"):
+        path.unlink()
+    report_dir = tmp_path / "r"
+    main(["golden", "check", str(golden_dir), "--outputs", str(outputs), "--report-dir", str(report_dir)])
+    document = json.loads((report_dir / "report.json").read_text())
+    assert {r["status"] for r in document["results"] if r["op"] == "softmax"} == {"not implemented"}

@@ -22,7 +22,7 @@ from backends.contract import OPS
 from conformance.kit import record
 from conformance.gate import report
 from conformance.gate import tally
-from conformance.kit.verdicts import EXIT_ERROR, FAILING, NOT_IMPLEMENTED, verdict
+from conformance.kit.verdicts import EXIT_ERROR, FAILING, NOT_IMPLEMENTED, UNSUPPORTED, verdict
 from conformance.golden.cases import EXACT_TOKEN_DTYPES
 from conformance.kit.assertions import assert_close, assert_equal, assert_no_systematic_error
 from conformance.golden.layout import GoldenError, load_manifest, load_output, read_part, safe_path
@@ -211,11 +211,12 @@ def _check_case(case: dict[str, Any], expected: dict[str, np.ndarray], path: Pat
     result = tally.TestResult(nodeid=f"golden/{case['name']}[{target}]", test=f"golden/{case['name']}", op=op,
                                kind="golden", target=target, outcome="passed", examples=1)
     if out is None:
-        result.outcome, result.skip_reason = "skipped", f"not implemented: no output file {path}"
+        result.outcome, result.skip_kind = "skipped", NOT_IMPLEMENTED
+        result.skip_reason = f"{NOT_IMPLEMENTED}: no output file {path}"
         return result
     if exact and dtype not in (None, *EXACT_TOKEN_DTYPES):
-        result.outcome, result.skip_reason = "skipped", (f"unsupported: greedy tokens are exact at "
-                                                         f"{', '.join(EXACT_TOKEN_DTYPES)} only, not at {dtype}")
+        result.outcome, result.skip_kind = "skipped", UNSUPPORTED
+        result.skip_reason = f"{UNSUPPORTED}: greedy tokens are exact at {', '.join(EXACT_TOKEN_DTYPES)} only, not at {dtype}"
         return result
     if isinstance(out, str):
         return _failed(result, out)
