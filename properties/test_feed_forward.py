@@ -73,7 +73,8 @@ def test_relu_ffn_without_biases_is_positively_homogeneous(backend, case, a):
     out = call_op(backend, "feed_forward", x, p, activation="relu", shape=x.shape)
     scaled = call_op(backend, "feed_forward", a * x, p, activation="relu", shape=x.shape)
     err = tolerances.feed_forward_error(backend.dtype, x, p["w_1"], p["w_2"])
-    assert_close(scaled, a * out, tol=tolerances.difference(a * err, a * err), backend=backend, op="feed_forward",
+    err_scaled = tolerances.feed_forward_error(backend.dtype, a * x, p["w_1"], p["w_2"])
+    assert_close(scaled, a * out, tol=tolerances.difference(err_scaled, a * err), backend=backend, op="feed_forward",
                  what=f"FFN(a x) = a FFN(x), a = {a}")
 
 

@@ -18,13 +18,21 @@ from properties.strategies import OP_SHARE
 pytestmark = pytest.mark.op("attention_weights")
 
 
+def centred_directions(x: np.ndarray) -> np.ndarray:
+    """The rows of x centred, a constant row (no direction once centred: ``arrays`` rounds to
+    two decimals, so it is drawn) replaced by the centred alternating row (1, -1, 1, ...), so
+    that every row can be scaled to a norm. Shapes: (..., d), d >= 2 -> same."""
+    x = x - x.mean(axis=-1, keepdims=True)
+    alternating = (-1.0) ** np.arange(x.shape[-1])
+    return np.where(np.ptp(x, axis=-1, keepdims=True) > 0, x, alternating - alternating.mean())
+
+
 @st.composite
 def equal_norm_rows(draw: st.DrawFn) -> np.ndarray:
     """(B, S, d) rows centred and scaled to the common norm r sqrt(d), d >= 2, as layer norm
     with gamma = r, beta = 0 (and eps -> 0) leaves them; r in (1, 0.3, 3)."""
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(2, 8)))
-    x = draw(arrays(shape))
-    x = x - x.mean(axis=-1, keepdims=True)
+    x = centred_directions(draw(arrays(shape)))
     radius = draw(st.sampled_from([1.0, 0.3, 3.0])) * np.sqrt(shape[-1])
     return x / np.linalg.norm(x, axis=-1, keepdims=True) * radius
 

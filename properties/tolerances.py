@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 import reference
-from reference.precision import rounded
+from reference.precision import rounded, smallest_normal
 
 SAFETY = 4.0
 """Multiple of a first-order single-op bound that a correct backend may reach. Measured on the
@@ -79,6 +79,13 @@ def gamma(dtype: str, n: float) -> float:
 def gamma_tilde(dtype: str, n: float) -> float:
     """LAMBDA sqrt(n) u: probabilistic relative error of n roundings (Higham & Mary 2019, Thm 3.1)."""
     return LAMBDA * math.sqrt(n) * u(dtype)
+
+
+def underflow(dtype: str, n: float) -> float:
+    """n u lambda: the absolute error n products can add below the smallest normal lambda
+    (gradual underflow, Higham eq. 2.8: fl(x y) = x y (1 + delta) + eta, |eta| <= u lambda),
+    which no relative bound covers (float16's subnormal spacing is 6e-8)."""
+    return n * u(dtype) * smallest_normal(dtype)
 
 
 def difference(*errors: Any) -> Any:
@@ -268,11 +275,13 @@ def unit_circle_error(dtype: str) -> float:
 # --- feed-forward --------------------------------------------------------------------------
 
 def feed_forward_error(dtype: str, x: np.ndarray, w_1: np.ndarray, w_2: np.ndarray) -> np.ndarray:
-    """|fl(FFN(x)) - FFN(x)| <= SAFETY u (d_model + d_ff + 2) (|x| |W_1|) |W_2| (zero biases):
-    two matrix products (Higham eq. 3.13, |fl(AB) - AB| <= gamma(n) |A| |B|), the second
-    inheriting the first's error; ReLU is exact. Shapes: (..., d_model) -> (..., d_model)."""
+    """|fl(FFN(x)) - FFN(x)| <= SAFETY (u (d_model + d_ff + 2) (|x| |W_1|) |W_2| + floor) (zero
+    biases): two matrix products (Higham eq. 3.13, |fl(AB) - AB| <= gamma(n) |A| |B|), the
+    second inheriting the first's error; ReLU is exact. floor: the products' ``underflow``, the
+    first's carried through |W_2|. Shapes: (..., d_model) -> (..., d_model)."""
     d_model, d_ff = w_1.shape
-    return SAFETY * gamma(dtype, d_model + d_ff + 2) * ((np.abs(x) @ np.abs(w_1)) @ np.abs(w_2))
+    floor = underflow(dtype, d_model) * np.sum(np.abs(w_2), axis=0) + underflow(dtype, d_ff)
+    return SAFETY * (gamma(dtype, d_model + d_ff + 2) * ((np.abs(x) @ np.abs(w_1)) @ np.abs(w_2)) + floor)
 
 
 # --- chains: multi-head attention, layers, the model ---------------------------------------
