@@ -17,7 +17,11 @@ their bounds (|a - b| <= |a - x| + |x - b|). Every bound has the form
   worst case is vacuous at low precision (it exceeds 1 in bfloat16 for a single layer), so
   chains use the probabilistic bound of Higham & Mary (SIAM J. Sci. Comput. 41(5), 2019):
   ``gamma_tilde(n) = LAMBDA * sqrt(n) * u``, which rounding errors of independent sign exceed
-  with probability below 2 exp(-LAMBDA^2 (1 - u)^2 / 2).
+  with probability below 2 exp(-LAMBDA^2 (1 - u)^2 / 2). A chain's length does not see the
+  conditioning of its equations (layer norm divides its input's errors by sigma), so the
+  layer and model ops' bounds are floored by the differential tolerance of the same call
+  (``conditioned_error``; conformance/tolerance/TOLERANCES.md derives it): a correct backend
+  is within it of the exact result, whatever the chain.
 - magnitude: the size of the values involved, measured on the inputs as the backend holds
   them (already rounded to its dtype, see ``properties.plumbing.held``).
 - ``SAFETY`` multiplies every single-op bound: first-order bounds drop O(u^2) terms, and a
