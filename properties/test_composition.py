@@ -317,15 +317,17 @@ def test_batched_tokens_are_argmaxes_of_forward_with_padded_sources(backend, cas
     """tokens[b, t] maximises forward(src, tokens[:, :t], src_mask)[b, t - 1] for every row b
     still running at step t, in a batch of different, padded sources: each row takes its own
     argmax, cross-attending to its real source positions only. A near-tie may go either way:
-    the chosen logit must be within ``difference`` of two forward ``chain_error`` bounds of the
+    the chosen logit must be within ``difference`` of two forward ``conditioned_error`` bounds of the
     largest."""
     tokens = greedy(backend, case)
     config, p, src, src_mask = case["config"], held(backend, case["params"]), case["src"], case["src_mask"]
     running = ~emitted_eos_before(tokens, case["eos"])
     for t in range(1, tokens.shape[1]):
-        logits = call_op(backend, "forward", src, tokens[:, :t], p, config, src_mask=src_mask,
-                         shape=(tokens.shape[0], t, config["tgt_vocab_size"]))[:, -1]      # (B, V)
-        err = tolerances.chain_error(backend.dtype, tolerances.forward_length(config, src.shape[1], t), logits)
+        every = call_op(backend, "forward", src, tokens[:, :t], p, config, src_mask=src_mask,
+                        shape=(tokens.shape[0], t, config["tgt_vocab_size"]))           # (B, t, V)
+        logits = every[:, -1]                                                            # (B, V)
+        err = tolerances.conditioned_error(backend.dtype, tolerances.forward_length(config, src.shape[1], t), every,
+                                           "forward", src, tokens[:, :t], p, config, src_mask=src_mask)[:, -1]
         gap = logits.max(axis=1, keepdims=True) - np.take_along_axis(logits, tokens[:, t:t + 1], axis=1)  # (B, 1)
         assert_true(~running[:, t:t + 1] | (gap <= tolerances.difference(err, err)), values=gap, backend=backend,
                     op="greedy_decode",
