@@ -113,9 +113,12 @@ def test_each_token_is_an_argmax_of_forward_on_its_prefix(backend, case):
     config, p = case["config"], held(backend, case["params"])
     running = ~emitted_eos_before(tokens, case["eos"])
     for t in range(1, tokens.shape[1]):
-        logits = call_op(backend, "forward", case["src"], tokens[:, :t], p, config, src_mask=case["src_mask"],
-                         shape=(tokens.shape[0], t, config["tgt_vocab_size"]))[:, -1]     # (B, V)
-        err = tolerances.chain_error(backend.dtype, tolerances.forward_length(config, case["src"].shape[1], t), logits)
+        every = call_op(backend, "forward", case["src"], tokens[:, :t], p, config, src_mask=case["src_mask"],
+                        shape=(tokens.shape[0], t, config["tgt_vocab_size"]))          # (B, t, V)
+        logits = every[:, -1]                                                            # (B, V)
+        err = tolerances.conditioned_error(backend.dtype, tolerances.forward_length(config, case["src"].shape[1], t),
+                                           every, "forward", case["src"], tokens[:, :t], p, config,
+                                           src_mask=case["src_mask"])[:, -1]             # (B, 1)
         chosen = np.take_along_axis(logits, tokens[:, t:t + 1], axis=1)                  # (B, 1)
         gap = logits.max(axis=1, keepdims=True) - chosen
         assert_true(~running[:, t:t + 1] | (gap <= tolerances.difference(err, err)), values=gap, backend=backend,

@@ -49,9 +49,13 @@ def test_encode_batch_items_are_independent(backend, case, data):
     shape = src.shape + (config["d_model"],)
     batch = call_op(backend, "encode", src, p, config, src_mask=src_mask, shape=shape)
     alone = call_op(backend, "encode", _item(src, b), p, config, src_mask=_item(src_mask, b), shape=(1,) + shape[1:])
-    err = tolerances.chain_error(backend.dtype, tolerances.encode_length(config, src.shape[1]), batch[b:b + 1])
-    assert_close(alone, batch[b:b + 1], tol=tolerances.difference(err, err), backend=backend, op="encode",
-                 what=f"item {b} encoded alone = in the batch", where=_real(src_mask, src.shape)[b:b + 1, :, None])
+    length = tolerances.encode_length(config, src.shape[1])
+    err = tolerances.conditioned_error(backend.dtype, length, batch, "encode", src, p, config, src_mask=src_mask)
+    err_alone = tolerances.conditioned_error(backend.dtype, length, alone, "encode", _item(src, b), p, config,
+                                             src_mask=_item(src_mask, b))
+    assert_close(alone, batch[b:b + 1], tol=tolerances.difference(err[b:b + 1], err_alone), backend=backend,
+                 op="encode", what=f"item {b} encoded alone = in the batch",
+                 where=_real(src_mask, src.shape)[b:b + 1, :, None])
 
 
 @pytest.mark.op("decode")
@@ -70,9 +74,13 @@ def test_decode_batch_items_are_independent(backend, case, data):
     alone = call_op(backend, "decode", _item(tgt, b), _item(memory, b), p, config, src_mask=_item(src_mask, b),
                     tgt_mask=_item(tgt_mask, b), shape=(1,) + shape[1:])
     length = tolerances.decode_length(config, tgt.shape[1], memory.shape[1])
-    err = tolerances.chain_error(backend.dtype, length, batch[b:b + 1])
-    assert_close(alone, batch[b:b + 1], tol=tolerances.difference(err, err), backend=backend, op="decode",
-                 what=f"item {b} decoded alone = in the batch", where=_real(tgt_mask, tgt.shape)[b:b + 1, :, None])
+    err = tolerances.conditioned_error(backend.dtype, length, batch, "decode", tgt, memory, p, config,
+                                       src_mask=src_mask, tgt_mask=tgt_mask)
+    err_alone = tolerances.conditioned_error(backend.dtype, length, alone, "decode", _item(tgt, b), _item(memory, b),
+                                             p, config, src_mask=_item(src_mask, b), tgt_mask=_item(tgt_mask, b))
+    assert_close(alone, batch[b:b + 1], tol=tolerances.difference(err[b:b + 1], err_alone), backend=backend,
+                 op="decode", what=f"item {b} decoded alone = in the batch",
+                 where=_real(tgt_mask, tgt.shape)[b:b + 1, :, None])
 
 
 @pytest.mark.op("encode")
@@ -88,9 +96,11 @@ def test_encode_ignores_appended_padding(backend, case, data):
     out = call_op(backend, "encode", src, p, config, src_mask=src_mask, shape=src.shape + (config["d_model"],))
     padded = call_op(backend, "encode", longer, p, config, src_mask=longer_mask,
                      shape=longer.shape + (config["d_model"],))[:, :src.shape[1]]
+    short_length, long_length = (tolerances.encode_length(config, ids.shape[1]) for ids in (src, longer))
     tol = tolerances.difference(
-        tolerances.chain_error(backend.dtype, tolerances.encode_length(config, src.shape[1]), out),
-        tolerances.chain_error(backend.dtype, tolerances.encode_length(config, longer.shape[1]), padded))
+        tolerances.conditioned_error(backend.dtype, short_length, out, "encode", src, p, config, src_mask=src_mask),
+        tolerances.conditioned_error(backend.dtype, long_length, padded, "encode", longer, p, config,
+                                     src_mask=longer_mask))
     assert_close(padded, out, tol=tol, backend=backend, op="encode", what="appended padding changes nothing",
                  where=_real(src_mask, src.shape)[..., None])
 
@@ -111,10 +121,13 @@ def test_decode_ignores_appended_target_padding(backend, case, data):
     out = call_op(backend, "decode", tgt, memory, p, config, tgt_mask=tgt_mask, shape=tgt.shape + (config["d_model"],))
     padded = call_op(backend, "decode", longer, memory, p, config, tgt_mask=longer_mask,
                      shape=longer.shape + (config["d_model"],))[:, :tgt.shape[1]]
+    short_length, long_length = (tolerances.decode_length(config, ids.shape[1], memory.shape[1])
+                                 for ids in (tgt, longer))
     tol = tolerances.difference(
-        tolerances.chain_error(backend.dtype, tolerances.decode_length(config, tgt.shape[1], memory.shape[1]), out),
-        tolerances.chain_error(backend.dtype, tolerances.decode_length(config, longer.shape[1], memory.shape[1]),
-                               padded))
+        tolerances.conditioned_error(backend.dtype, short_length, out, "decode", tgt, memory, p, config,
+                                     tgt_mask=tgt_mask),
+        tolerances.conditioned_error(backend.dtype, long_length, padded, "decode", longer, memory, p, config,
+                                     tgt_mask=longer_mask))
     assert_close(padded, out, tol=tol, backend=backend, op="decode", what="appended target padding changes nothing",
                  where=_real(tgt_mask, tgt.shape)[..., None])
 
@@ -136,7 +149,10 @@ def test_cross_attention_ignores_appended_memory_padding(backend, case, data):
     shape = tgt.shape + (d_model,)
     out = call_op(backend, "decode", tgt, memory, p, config, src_mask=src_mask, shape=shape)
     padded = call_op(backend, "decode", tgt, longer, p, config, src_mask=longer_mask, shape=shape)
+    short_length, long_length = (tolerances.decode_length(config, tgt.shape[1], m.shape[1]) for m in (memory, longer))
     tol = tolerances.difference(
-        tolerances.chain_error(backend.dtype, tolerances.decode_length(config, tgt.shape[1], memory.shape[1]), out),
-        tolerances.chain_error(backend.dtype, tolerances.decode_length(config, tgt.shape[1], longer.shape[1]), padded))
+        tolerances.conditioned_error(backend.dtype, short_length, out, "decode", tgt, memory, p, config,
+                                     src_mask=src_mask),
+        tolerances.conditioned_error(backend.dtype, long_length, padded, "decode", tgt, longer, p, config,
+                                     src_mask=longer_mask))
     assert_close(padded, out, tol=tol, backend=backend, op="decode", what="appended memory padding changes nothing")

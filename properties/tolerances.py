@@ -17,7 +17,11 @@ their bounds (|a - b| <= |a - x| + |x - b|). Every bound has the form
   worst case is vacuous at low precision (it exceeds 1 in bfloat16 for a single layer), so
   chains use the probabilistic bound of Higham & Mary (SIAM J. Sci. Comput. 41(5), 2019):
   ``gamma_tilde(n) = LAMBDA * sqrt(n) * u``, which rounding errors of independent sign exceed
-  with probability below 2 exp(-LAMBDA^2 (1 - u)^2 / 2).
+  with probability below 2 exp(-LAMBDA^2 (1 - u)^2 / 2). A chain's length does not see the
+  conditioning of its equations (layer norm divides its input's errors by sigma), so the
+  layer and model ops' bounds are floored by the differential tolerance of the same call
+  (``conditioned_error``; conformance/tolerance/TOLERANCES.md derives it): a correct backend
+  is within it of the exact result, whatever the chain.
 - magnitude: the size of the values involved, measured on the inputs as the backend holds
   them (already rounded to its dtype, see ``properties.plumbing.held``).
 - ``SAFETY`` multiplies every single-op bound: first-order bounds drop O(u^2) terms, and a
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 
 import reference
+from conformance.tolerance import model as differential_model
 from reference.precision import rounded, smallest_normal
 
 SAFETY = 4.0
@@ -335,6 +340,22 @@ def chain_error(dtype: str, length: int, out: np.ndarray) -> np.ndarray:
     Shapes: (..., n) -> (..., 1)."""
     magnitude = np.maximum(np.nan_to_num(_row_max(out), nan=UNIT_SCALE, posinf=UNIT_SCALE), UNIT_SCALE)
     return gamma_tilde(dtype, length) * magnitude
+
+
+def conditioned_error(dtype: str, length: int, out: np.ndarray, op: str, *args: Any, **kwargs: Any) -> np.ndarray:
+    """|fl(y) - y| for y = op(*args, **kwargs) (inputs as the backend holds them): the larger of
+    ``chain_error`` and the row's largest differential tolerance (conformance/tolerance/model.py,
+    the bound propagated through the equations), which charges what a chain's length does not
+    see: layer norm's 1 / sigma on a row whose features nearly agree (a d_model = 2 row with
+    sigma = |x| / 170 amplifies its input's rounding 170 times) and softmax's large logits. A
+    correct backend is within its differential tolerance of the exact result, so the floor is
+    sound; where that tolerance is not finite the chain bound alone stands. ``out`` may be the
+    first positions of op's output (a prefix compared with a shorter sequence's output): the
+    floor is taken at those positions. Shapes: out (..., S, n), op's output (..., S', n),
+    S <= S' -> (..., S, 1)."""
+    model = differential_model.tolerance(op, args, kwargs, dtype=dtype)
+    floor = np.max(np.where(np.isfinite(model), model, 0.0), axis=-1, keepdims=True)[..., :out.shape[-2], :]
+    return np.maximum(chain_error(dtype, length, out), floor)
 
 
 def chain_difference(dtype: str, length: int, *outputs: np.ndarray) -> np.ndarray:

@@ -106,8 +106,13 @@ def expected(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None = Non
     already be rounded to ``dtype`` (``rounded_inputs``); ``value`` is the reference result if
     already known."""
     value = reference_value(op, args, kwargs) if value is None else value
-    bound = error_bounds.bound(op, args, kwargs, rounding(dtype))
-    return Expected(value, SAFETY * bound.e + tiny(dtype))
+    return Expected(value, tolerance(op, args, kwargs, dtype=dtype))
+
+
+def tolerance(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None = None, *, dtype: str) -> np.ndarray:
+    """The per-element tolerance of a backend computing ``op`` in ``dtype`` on these inputs
+    (already rounded to ``dtype``): SAFETY x the first-order bound + tiny (module doc)."""
+    return SAFETY * error_bounds.bound(op, args, kwargs, rounding(dtype)).e + tiny(dtype)
 
 
 def terms(op: str, args: list | tuple, kwargs: Mapping[str, Any] | None, *, dtype: str,
