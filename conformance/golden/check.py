@@ -216,7 +216,8 @@ def _check_case(case: dict[str, Any], expected: dict[str, np.ndarray], path: Pat
         return result
     if exact and dtype not in (None, *EXACT_TOKEN_DTYPES):
         result.outcome, result.skip_kind = "skipped", UNSUPPORTED
-        result.skip_reason = f"{UNSUPPORTED}: greedy tokens are exact at {', '.join(EXACT_TOKEN_DTYPES)} only, not at {dtype}"
+        result.skip_reason = (f"{UNSUPPORTED}: greedy tokens are exact at {', '.join(EXACT_TOKEN_DTYPES)} only, "
+                              f"not at {dtype}")
         return result
     if isinstance(out, str):
         return _failed(result, out)
