@@ -371,8 +371,10 @@ class JaxBackend:
 
         Choices: as JAX decoding loops do, the tokens live in a fixed (B, max_len) buffer and
         each step decodes the whole buffer, reading the logits at the last filled position
-        (by causality they depend only on the tokens so far), so one compiled step serves
-        every length.
+        (by causality they depend only on the tokens so far), so one compiled step (decode,
+        generator, argmax and the buffer update: ``_greedy_step``) serves every length. The
+        buffer starts on the device, as the step's results are, so the step never recompiles
+        for a change of placement; the length is cut on the host.
         Shapes: (B, Ss) -> (B, L) int, 1 <= L <= max_len.
         """
         if max_len < 1:
@@ -380,29 +382,28 @@ class JaxBackend:
         config = with_defaults(config)
         memory = self.encode(src_ids, params, config, src_mask)  # (B, Ss, d_model)
         batch = src_ids.shape[0]
-        with jax.default_device(self.jax_device):
-            tokens = jnp.full((batch, max_len), bos_id, dtype=src_ids.dtype)  # (B, max_len)
-            finished = jnp.zeros(batch, dtype=bool)
+        tokens = jax.device_put(np.full((batch, max_len), bos_id, dtype=src_ids.dtype), self.jax_device)  # (B, max_len)
+        finished = jax.device_put(np.zeros(batch, dtype=bool), self.jax_device)  # (B,)
         length = 1
-        while length < max_len and not bool(finished.all()):
-            logits = self._logits_at(tokens, memory, params, config, src_mask, length - 1)  # (B, V)
-            next_id = jnp.where(finished, eos_id, jnp.argmax(logits, axis=-1)).astype(tokens.dtype)  # (B,)
-            tokens = tokens.at[:, length].set(next_id)
-            finished = finished | (next_id == eos_id)
+        while length < max_len and not np.asarray(finished).all():
+            tokens, finished = self._greedy_step(tokens, finished, memory, params, config, src_mask, length, eos_id)
             length += 1
-        return tokens[:, :length]  # (B, L)
+        return jax.device_put(np.asarray(tokens)[:, :length], self.jax_device)  # (B, L)
 
     @jitted("config")
-    def _logits_at(self, tokens: Array, memory: Array, params: Params, config: Config,
-                   src_mask: Array | None, position: Array) -> Array:
-        """The generator's logits at ``position`` of decode(tokens).
+    def _greedy_step(self, tokens: Array, finished: Array, memory: Array, params: Params, config: Config,
+                     src_mask: Array | None, length: Array, eos_id: Array) -> tuple[Array, Array]:
+        """One greedy step, compiled once per shape: the argmax (first on ties) of the generator's
+        logits at position ``length - 1`` of decode(tokens), eos for finished rows, written at
+        ``length``.
 
-        Shapes: (B, L), (B, Ss, d_model) -> (B, V).
+        Shapes: (B, max_len), (B,), (B, Ss, d_model) -> (B, max_len), (B,).
         """
-        y = self.decode(tokens, memory, params, config, src_mask)  # (B, L, d_model)
-        y_at = jax.lax.dynamic_index_in_dim(y, position, axis=1, keepdims=False)  # (B, d_model)
-        return self._dense(y_at, params["generator"]["w"], params["generator"]["b"])
-
+        y = self.decode(tokens, memory, params, config, src_mask)  # (B, max_len, d_model)
+        y_at = jax.lax.dynamic_index_in_dim(y, length - 1, axis=1, keepdims=False)  # (B, d_model)
+        logits = self._dense(y_at, params["generator"]["w"], params["generator"]["b"])  # (B, V)
+        next_id = jnp.where(finished, eos_id, jnp.argmax(logits, axis=-1)).astype(tokens.dtype)  # (B,)
+        return tokens.at[:, length].set(next_id), finished | (next_id == eos_id)
 
 def _jax_device(name: str) -> Any:
     """The JAX device for ``cpu``, ``cuda`` or ``cuda:N``; ValueError (= unsupported) otherwise."""
