@@ -14,7 +14,8 @@ through its derivative (its condition) and adds what its own arithmetic may roun
   with ``acc(n) = min(n, LAMBDA sqrt(n)) + 1``: worst case ``gamma_n`` for short reductions,
   the probabilistic ``LAMBDA sqrt(n) u`` (Higham & Mary 2019; Ipsen & Zhou 2020) for long
   ones, whatever the summation order (sequential, pairwise, blocked split-K, FMA);
-- an elementwise rounding adds ``u |value|``; a libm function ``LIBM u |value|``;
+- an elementwise rounding adds ``u |value|``; a libm function ``LIBM u |value|`` (erf:
+  ``ERF u |erf|``, vectorized kernels are coarser);
 - softmax turns logit errors into weight errors ``y_i (e_i + sum_j y_j e_j)``, which is the
   amplification of a logit's rounding ``u |s_ij|`` that a large logit suffers;
 - layer norm divides incoming errors by sigma and charges the rounded mean and variance.
@@ -46,8 +47,16 @@ LAMBDA = 2.0
 times the sum of its |terms| (worst case n u where that is smaller)."""
 
 LIBM = 4.0
-"""Error of exp, sin, cos, erf, sqrt and rsqrt from any maintained math library, in units of
-u: 2 ulp (glibc, SLEEF, CUDA's fast-math free versions are within 1-2 ulp)."""
+"""Error of exp, sin, cos, sqrt and rsqrt from any maintained math library, in units of u:
+2 ulp (glibc, SLEEF, CUDA's fast-math free versions are within 1-2 ulp)."""
+
+ERF = 16.0
+"""Error of erf, in units of u |erf|: vectorized kernels approximate it to an absolute error,
+which near |erf| = 1 (where GELU's 1 + erf cancels) is several ulp. torch's CPU GELU
+(ATen's ``Vectorized<float>::erf``, an Abramowitz-Stegun 7.1.26-style approximation) is off
+by up to 12 u at float32 (x = +-2.95, erf = 0.997; 2M points of [-8, 8], AVX512), and its
+scalar path by 1.5 u; 16 covers the vectorized kernel by 4/3 before SAFETY
+(TOLERANCES.md, "GELU")."""
 
 ROUNDINGS_PER_NORMALISATION = 4.0
 """Roundings in x_hat = (x - mean) / sqrt(var + eps): the subtraction, sqrt (or rsqrt), the
@@ -91,6 +100,14 @@ def acc(n: int) -> float:
     return min(float(n), LAMBDA * math.sqrt(n)) + 1.0
 
 
+def independent(worst: Array | float, square: Array | float) -> Array | float:
+    """A bound on a sum of independent errors: their quadrature sum (``square`` is the sum of
+    their squared bounds), or, where every square underflowed to 0 (errors below 1e-154,
+    e.g. those of softmax weights of e^-600), the worst case (``worst``, the sum of their
+    bounds), which a correct float64 backend otherwise exceeds on a tiny result."""
+    return np.where(np.asarray(square) > 0.0, np.sqrt(square), worst)
+
+
 # --- elementwise and reductions ---------------------------------------------------------------
 
 def stored(x: Bounded, r: Rounding, roundings: float = 1.0) -> Bounded:
@@ -105,15 +122,18 @@ def add(a: Bounded, b: Bounded, r: Rounding) -> Bounded:
 
 def matmul(a: Bounded, b: Bounded, r: Rounding) -> Bounded:
     """a @ b over the last axis of a (length n): own rounding u acc(n) |a| |b|; incoming
-    errors, independent across the n terms, add in quadrature: sqrt(e_a^2 b^2 + a^2 e_b^2).
+    errors, independent across the n terms, add in quadrature, sqrt(e_a^2 b^2 + a^2 e_b^2)
+    (``independent``).
     Shapes: (..., m, n) @ (..., n, p) -> (..., m, p)."""
     e = r.acc * acc(a.v.shape[-1]) * (np.abs(a.v) @ np.abs(b.v))
-    incoming = 0.0
+    worst, square = 0.0, 0.0
     if np.any(a.e):
-        incoming = incoming + np.square(np.broadcast_to(a.e, a.v.shape)) @ np.square(b.v)
+        e_a = np.broadcast_to(a.e, a.v.shape)
+        worst, square = worst + e_a @ np.abs(b.v), square + np.square(e_a) @ np.square(b.v)
     if np.any(b.e):
-        incoming = incoming + np.square(a.v) @ np.square(np.broadcast_to(b.e, b.v.shape))
-    return Bounded(a.v @ b.v, e + np.sqrt(incoming))
+        e_b = np.broadcast_to(b.e, b.v.shape)
+        worst, square = worst + np.abs(a.v) @ e_b, square + np.square(a.v) @ np.square(e_b)
+    return Bounded(a.v @ b.v, e + independent(worst, square))
 
 
 def linear(x: Bounded, w: Array, b: Array, r: Rounding) -> Bounded:
@@ -150,9 +170,11 @@ def _normalisation(x: Bounded, live: Array, axis: int, r: Rounding) -> Array:
 def _moved_weights(y: Array, e_in: Array, axis: int) -> Array:
     """|y_i (d_i - sum_j y_j d_j)| for independent exponent errors |d_j| <= e_j, in quadrature:
     y_i sqrt((1 - y_i)^2 e_i^2 + sum_{j != i} y_j^2 e_j^2) (the weights still sum to one, so a
-    saturated weight barely moves)."""
-    total = np.sum(np.square(y * e_in), axis=axis, keepdims=True)
-    return y * np.sqrt(np.maximum(np.square(e_in) * (1.0 - 2.0 * y) + total, 0.0))
+    saturated weight barely moves); where the squares underflow, the worst case
+    y_i ((1 - y_i) e_i + sum_{j != i} y_j e_j) (``independent``)."""
+    worst = np.sum(y * e_in, axis=axis, keepdims=True) + e_in * (1.0 - 2.0 * y)
+    square = np.sum(np.square(y * e_in), axis=axis, keepdims=True) + np.square(e_in) * (1.0 - 2.0 * y)
+    return y * independent(np.maximum(worst, 0.0), np.maximum(square, 0.0))
 
 
 def softmax(x: Bounded, axis: int, r: Rounding) -> Bounded:
@@ -169,7 +191,7 @@ def layer_norm(x: Bounded, gamma: Array, beta: Array, eps: float, r: Rounding) -
 
     x_hat_i = c_i / sigma (c = x - mean, sigma = sqrt(var + eps)) moves by
     sum_j A_ij d_j / sigma, A_ij = [i = j] - (1 + x_hat_i x_hat_j) / d, for incoming errors d_j
-    (independent: in quadrature); the mean's rounding (u acc(d) mean|x| accumulated, u |mean|
+    (``independent``); the mean's rounding (u acc(d) mean|x| accumulated, u |mean|
     stored) shifts every c_i; the variance's (u acc(d) var for the squares and their sum,
     u 2 acc(d) |mean| mean|c| for a running (Welford) mean, u (var + eps) for a stored var and
     eps) scales x_hat by half its relative size.
@@ -184,8 +206,8 @@ def layer_norm(x: Bounded, gamma: Array, beta: Array, eps: float, r: Rounding) -
     e_hat = 0.0
     if np.any(x.e):
         A = np.eye(d) - (1.0 + x_hat[..., :, None] * x_hat[..., None, :]) / d              # (..., d, d)
-        e_x = np.square(np.broadcast_to(x.e, x.v.shape))[..., :, None]
-        e_hat = np.sqrt(np.square(A) @ e_x)[..., 0] / sigma
+        e_x = np.broadcast_to(x.e, x.v.shape)[..., :, None]
+        e_hat = independent(np.abs(A) @ e_x, np.square(A) @ np.square(e_x))[..., 0] / sigma
     e_mean = r.acc * acc(d) * np.mean(np.abs(x.v), axis=-1, keepdims=True) + r.store * np.abs(mean)
     if variants.on("layer-norm-fast-variance"):  # the diagnosis measures a variant with its own rounding
         e_var = _fast_variance_error(x.v, mean, var, eps, e_mean, r)
@@ -232,19 +254,22 @@ def attention(q: Bounded, k: Bounded, v: Bounded, mask: Array | None, r: Roundin
     """out_i = sum_j y_ij v_j, y = softmax(q k^T / sqrt(d_k)).
 
     Exponent errors d_j move out_i by sum_j y_ij (d_j - sum_l y_il d_l) v_j
-    = sum_j y_ij d_j (v_j - out_i): independent across keys, sqrt(sum_j (y_ij e_j (v_j -
-    out_i))^2) (a weighted average of similar values barely moves); the normalisation and the
+    = sum_j y_ij d_j (v_j - out_i): independent across keys, in quadrature over the terms
+    y_ij e_j |v_j - out_i| (``independent``: a weighted average of similar values barely
+    moves); the normalisation and the
     accumulation over the Sk keys (either order: normalised weights times V, or
     FlashAttention's running sums divided at the end) add u (acc(Sk) + ...) sum_j y_ij |v_j|,
-    V's errors sqrt(y^2 e_v^2), and the store. Shapes: -> (..., Sq, d_v).
+    V's errors (in quadrature, y e_v), and the store. Shapes: -> (..., Sq, d_v).
     """
     scores = _scores(q, k, mask, r)
     y, live, e_in = _logit_errors(scores, -1, r)
     out = y @ v.v
-    deviation = np.square(v.v[..., None, :, :] - out[..., :, None, :])              # (..., Sq, Sk, d_v)
-    moved = np.sqrt(np.einsum("...qk,...qkd->...qd", np.square(y * e_in), deviation))
+    deviation = np.abs(v.v[..., None, :, :] - out[..., :, None, :])                 # (..., Sq, Sk, d_v)
+    moved = independent(np.einsum("...qk,...qkd->...qd", y * e_in, deviation),
+                        np.einsum("...qk,...qkd->...qd", np.square(y * e_in), np.square(deviation)))
     own = (_normalisation(scores, live, -1, r) + r.acc * acc(v.v.shape[-2])) * (y @ np.abs(v.v))
-    e = moved + own + (np.sqrt(np.square(y) @ np.square(np.broadcast_to(v.e, v.v.shape))) if np.any(v.e) else 0.0)
+    e_v = np.broadcast_to(v.e, v.v.shape)
+    e = moved + own + (independent(y @ e_v, np.square(y) @ np.square(e_v)) if np.any(v.e) else 0.0)
     return stored(Bounded(out, e), r)
 
 
@@ -283,14 +308,14 @@ def relu(x: Bounded, r: Rounding) -> Bounded:
 
 def gelu(x: Bounded, r: Rounding) -> Bounded:
     """x/2 (1 + erf(x/sqrt 2)): incoming errors times |Phi(x) + x phi(x)|; erf's own error
-    (LIBM u |erf|, and its argument's rounding, 2 phi(x) u |x|) times |x|/2, which for x < 0
+    (ERF u |erf|, and its argument's rounding, 2 phi(x) u |x|) times |x|/2, which for x < 0
     is large against the cancelled result; 1 + erf, the halving product and the store."""
     v = x.v
     erf = special.erf(v / math.sqrt(2.0))
     phi = np.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)
     y = 0.5 * v * (1.0 + erf)
     slope = np.abs(0.5 * (1.0 + erf) + v * phi)
-    e_erf = r.store * (LIBM * np.abs(erf) + 2.0 * phi * np.abs(v) + np.abs(1.0 + erf))
+    e_erf = r.store * (ERF * np.abs(erf) + 2.0 * phi * np.abs(v) + np.abs(1.0 + erf))
     return Bounded(y, slope * x.e + 0.5 * np.abs(v) * e_erf + 2.0 * r.store * np.abs(y))
 
 
