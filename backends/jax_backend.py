@@ -405,6 +405,7 @@ class JaxBackend:
         next_id = jnp.where(finished, eos_id, jnp.argmax(logits, axis=-1)).astype(tokens.dtype)  # (B,)
         return tokens.at[:, length].set(next_id), finished | (next_id == eos_id)
 
+
 def _jax_device(name: str) -> Any:
     """The JAX device for ``cpu``, ``cuda`` or ``cuda:N``; ValueError (= unsupported) otherwise."""
     kind, _, index = name.partition(":")

@@ -336,6 +336,7 @@ def test_batched_tokens_are_argmaxes_of_forward_with_padded_sources(backend, cas
     assert_true(~running | (gap <= tolerances.difference(err, err).max(axis=-1)), values=gap, backend=backend,
                 op="greedy_decode", what="row's own argmax of forward with src_mask at each step (value: max logit - chosen)")
 
+
 def early_finisher_token(tokens: Array, default: int) -> int:
     """The earliest token tokens[r, s], 1 <= s < L - 1, that some other row never generates (in a
     first run), so that with it as eos row r finishes before the last step while that row runs

@@ -380,6 +380,7 @@ once stored, 1 + erf keeps it as an absolute error where it cancels for h < 0), 
 (|h| / 2) (2 / sqrt(pi)) exp(-h^2 / 2) u |h| / sqrt 2 <= 0.25 u |h|; 1 + erf: u |1 + erf| |h| / 2
 <= u |h|; the two products: u |h| each. ERF / 2 + 3.25, rounded up: 12."""
 
+
 def feed_forward_affine_error(dtype: str, x: np.ndarray, p: dict[str, np.ndarray], activation: str) -> np.ndarray:
     """|fl(FFN(x)) - FFN(x)| for FFN(x) = act(x W_1 + b_1) W_2 + b_2, any biases, ReLU or GELU:
     SAFETY u ((L (d_model + 1) + c + d_ff + 1) H |W_2| + (d_ff + 1) |b_2|), H = |x| |W_1| + |b_1|,
