@@ -9,6 +9,9 @@ tests/test_mutants_caught.py and benchmarks/mutant_score.py. It
   budgets, so the same verdict), but a failing test stops at its first failing example
   instead of shrinking it, which on a mutant is most of the run's time and tells nothing
   about *whether* or *how soon* the test fails;
+- formats failures as plain Python tracebacks (``--tb=native``): pytest's default style reads
+  and prints the source of every frame (a tenth of a mutant run's time; native saves about
+  6 % of it), and the verdicts and the gate's own messages (the exception's text) are the same;
 - when ``$MUTANT_SCORE_FIRST_FAILURES`` names a folder, counts the calls of each Hypothesis
   test's inner function, notes the 1-based index of the first one that raised (a failure, not
   an ``assume`` or Hypothesis' own control flow), and appends ``{"nodeid", "calls",
@@ -56,6 +59,10 @@ def _counting(inner: Callable[..., Any]) -> Callable[..., Any]:
                 _first_failure = _calls
             raise
     return wrapper
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.option.tbstyle = "native"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
