@@ -3,7 +3,7 @@ ops x dtypes x verdict table of README.md from the gate's own report.json.
 
     python benchmarks/library_findings.py                 # run the gates, rewrite the table
     python benchmarks/library_findings.py --from-reports  # re-render from the last reports
-    tox -e torch-nn,torch-sdpa,jax,hf-marian && python benchmarks/library_findings.py --from-reports
+    tox -e libraries && python benchmarks/library_findings.py --from-reports
 
 Each backend runs as ``python -m conformance run --backend B --dtype ... --profile ci
 --report-dir reports/B --known-deviations conformance/known_deviations/B.toml``
