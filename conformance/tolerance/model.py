@@ -178,5 +178,6 @@ def margin_tolerance(logits_tol: np.ndarray) -> float:
 def describe() -> str:
     """The rule in one line, for reports."""
     return (f"tol = {SAFETY:g} x the first-order error bound of the reference's equations at u(dtype) + u(float64) "
-            f"(reductions: min(n, {error_bounds.LAMBDA:g} sqrt(n)) u sum|terms|; libm {error_bounds.LIBM:g} u) "
+            f"(reductions: min(n, {error_bounds.LAMBDA:g} sqrt(n)) u sum|terms|; libm {error_bounds.LIBM:g} u, "
+            f"erf {error_bounds.ERF:g} u) "
             f"+ tiny(dtype); rms(err/tol) <= {RMS_LIMIT:g} over >= {MIN_COUNT} elements")
