@@ -100,12 +100,22 @@ def acc(n: int) -> float:
     return min(float(n), LAMBDA * math.sqrt(n)) + 1.0
 
 
-def independent(worst: Array | float, square: Array | float) -> Array | float:
-    """A bound on a sum of independent errors: their quadrature sum (``square`` is the sum of
-    their squared bounds), or, where every square underflowed to 0 (errors below 1e-154,
-    e.g. those of softmax weights of e^-600), the worst case (``worst``, the sum of their
-    bounds), which a correct float64 backend otherwise exceeds on a tiny result."""
-    return np.where(np.asarray(square) > 0.0, np.sqrt(square), worst)
+def independent(worst: Array | float, square: Array | float, spread: float = 1.0) -> Array | float:
+    """A bound on a sum of independent errors: ``spread`` times their quadrature sum
+    (``square`` is the sum of their squared bounds), at most the worst case (``worst``, the
+    sum of their bounds); where every square underflowed to 0 (errors below 1e-154, e.g.
+    those of softmax weights of e^-600), the worst case, which a correct float64 backend
+    otherwise exceeds on a tiny result. ``spread = LAMBDA`` for the errors of stored values
+    (``stored_errors``); 1 for the softmax's exponent errors, whose bounds are worst cases
+    several times what a correct exp realizes (TOLERANCES.md, "Incoming errors")."""
+    return np.where(np.asarray(square) > 0.0, np.minimum(worst, spread * np.sqrt(square)), worst)
+
+
+def stored_errors(worst: Array | float, square: Array | float) -> Array | float:
+    """A bound on a sum of the independent errors of n stored values (each up to one or two
+    roundings, which a correct backend realizes in full): LAMBDA times their quadrature sum,
+    at most the worst case, the reduction rule's min(n, LAMBDA sqrt(n)) for incoming errors."""
+    return independent(worst, square, LAMBDA)
 
 
 # --- elementwise and reductions ---------------------------------------------------------------
@@ -122,8 +132,8 @@ def add(a: Bounded, b: Bounded, r: Rounding) -> Bounded:
 
 def matmul(a: Bounded, b: Bounded, r: Rounding) -> Bounded:
     """a @ b over the last axis of a (length n): own rounding u acc(n) |a| |b|; incoming
-    errors, independent across the n terms, add in quadrature, sqrt(e_a^2 b^2 + a^2 e_b^2)
-    (``independent``).
+    errors, independent across the n terms, add as the reduction's own do:
+    min(worst case, LAMBDA sqrt(e_a^2 b^2 + a^2 e_b^2)) (``stored_errors``).
     Shapes: (..., m, n) @ (..., n, p) -> (..., m, p)."""
     e = r.acc * acc(a.v.shape[-1]) * (np.abs(a.v) @ np.abs(b.v))
     worst, square = 0.0, 0.0
@@ -133,7 +143,7 @@ def matmul(a: Bounded, b: Bounded, r: Rounding) -> Bounded:
     if np.any(b.e):
         e_b = np.broadcast_to(b.e, b.v.shape)
         worst, square = worst + np.abs(a.v) @ e_b, square + np.square(a.v) @ np.square(e_b)
-    return Bounded(a.v @ b.v, e + independent(worst, square))
+    return Bounded(a.v @ b.v, e + stored_errors(worst, square))
 
 
 def linear(x: Bounded, w: Array, b: Array, r: Rounding) -> Bounded:
@@ -191,7 +201,7 @@ def layer_norm(x: Bounded, gamma: Array, beta: Array, eps: float, r: Rounding) -
 
     x_hat_i = c_i / sigma (c = x - mean, sigma = sqrt(var + eps)) moves by
     sum_j A_ij d_j / sigma, A_ij = [i = j] - (1 + x_hat_i x_hat_j) / d, for incoming errors d_j
-    (``independent``); the mean's rounding (u acc(d) mean|x| accumulated, u |mean|
+    (``stored_errors``); the mean's rounding (u acc(d) mean|x| accumulated, u |mean|
     stored) shifts every c_i; the variance's (u acc(d) var for the squares and their sum,
     u 2 acc(d) |mean| mean|c| for a running (Welford) mean, u (var + eps) for a stored var and
     eps) scales x_hat by half its relative size.
@@ -207,7 +217,7 @@ def layer_norm(x: Bounded, gamma: Array, beta: Array, eps: float, r: Rounding) -
     if np.any(x.e):
         A = np.eye(d) - (1.0 + x_hat[..., :, None] * x_hat[..., None, :]) / d              # (..., d, d)
         e_x = np.broadcast_to(x.e, x.v.shape)[..., :, None]
-        e_hat = independent(np.abs(A) @ e_x, np.square(A) @ np.square(e_x))[..., 0] / sigma
+        e_hat = stored_errors(np.abs(A) @ e_x, np.square(A) @ np.square(e_x))[..., 0] / sigma
     e_mean = r.acc * acc(d) * np.mean(np.abs(x.v), axis=-1, keepdims=True) + r.store * np.abs(mean)
     if variants.on("layer-norm-fast-variance"):  # the diagnosis measures a variant with its own rounding
         e_var = _fast_variance_error(x.v, mean, var, eps, e_mean, r)
@@ -259,7 +269,7 @@ def attention(q: Bounded, k: Bounded, v: Bounded, mask: Array | None, r: Roundin
     moves); the normalisation and the
     accumulation over the Sk keys (either order: normalised weights times V, or
     FlashAttention's running sums divided at the end) add u (acc(Sk) + ...) sum_j y_ij |v_j|,
-    V's errors (in quadrature, y e_v), and the store. Shapes: -> (..., Sq, d_v).
+    V's errors (``stored_errors`` of y e_v), and the store. Shapes: -> (..., Sq, d_v).
     """
     scores = _scores(q, k, mask, r)
     y, live, e_in = _logit_errors(scores, -1, r)
@@ -269,7 +279,7 @@ def attention(q: Bounded, k: Bounded, v: Bounded, mask: Array | None, r: Roundin
                         np.einsum("...qk,...qkd->...qd", np.square(y * e_in), np.square(deviation)))
     own = (_normalisation(scores, live, -1, r) + r.acc * acc(v.v.shape[-2])) * (y @ np.abs(v.v))
     e_v = np.broadcast_to(v.e, v.v.shape)
-    e = moved + own + (independent(y @ e_v, np.square(y) @ np.square(e_v)) if np.any(v.e) else 0.0)
+    e = moved + own + (stored_errors(y @ e_v, np.square(y) @ np.square(e_v)) if np.any(v.e) else 0.0)
     return stored(Bounded(out, e), r)
 
 
