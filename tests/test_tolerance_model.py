@@ -159,6 +159,18 @@ def test_torch_vectorized_gelu_is_within_half_of_its_tolerance() -> None:
     assert ratio.max() <= 0.5, f"x = {x[np.argmax(ratio)]}: {ratio.max():.3g} of the tolerance"
 
 
+def test_bfloat16_feed_forward_stays_within_half_of_its_tolerance() -> None:
+    """torch's bfloat16 FFN on the tolerance benchmark's 500 deep feed_forward cases (its own
+    seeding, ``--deep 500``): stores rounded to bfloat16 realize their bounds, so the incoming
+    errors of the second product exceed their plain quadrature sum (0.65 of the tolerance, d_ff =
+    213); ``error_bounds.stored_errors`` (LAMBDA x the quadrature sum) keeps it within half."""
+    pytest.importorskip("torch")
+    op, backend = "feed_forward", load_backend("torch", dtype="bfloat16")
+    rng = np.random.default_rng([0, len(op), sum(map(ord, op)), True])
+    worst = max(worst_ratio(backend, random_case(op, rng, deep=True)) for _ in range(500))
+    assert worst <= 0.5, f"{worst:.3g} of the tolerance"
+
+
 def test_an_output_made_of_tiny_weights_keeps_their_exponent_errors() -> None:
     """Scores 400 and -200: the second weight is e^-600, and the squares of its errors
     underflow. With v = (0, 1) the output is that weight alone, so its relative bound must
