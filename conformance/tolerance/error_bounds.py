@@ -107,7 +107,7 @@ def independent(worst: Array | float, square: Array | float, spread: float = 1.0
     those of softmax weights of e^-600), the worst case, which a correct float64 backend
     otherwise exceeds on a tiny result. ``spread = LAMBDA`` for the errors of stored values
     (``stored_errors``); 1 for the softmax's exponent errors, whose bounds are worst cases
-    several times what a correct exp realizes (TOLERANCES.md, "Incoming errors")."""
+    several times what a correct exp realizes (TOLERANCES.md, "Propagation")."""
     return np.where(np.asarray(square) > 0.0, np.minimum(worst, spread * np.sqrt(square)), worst)
 
 
