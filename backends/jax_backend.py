@@ -16,11 +16,14 @@ parameters loaded as that module's variables (the ``*_variables`` functions belo
 | layers, stacks, greedy loop | composed here from the modules above (Flax ships no transformer layer) |
 
 Choices:
-- Every op runs under ``jax.jit``, as JAX inference code does: compiled once per input shape
-  and per value of its non-array arguments (the config, ``num_heads``, ``eps``, ...). Eager
-  op-by-op execution compiles each primitive separately and was 5-20x slower on CPU. The
-  greedy loop is Python (its stopping test needs the tokens), over jitted encode/decode
-  steps. Precision is the library default (``precision=None``).
+- Every op up to a layer runs under ``jax.jit``, as JAX inference code does: compiled once
+  per input shape and per value of its non-array arguments (``num_heads``, ``eps``, the
+  layer's config, ...). Eager op-by-op execution compiles each primitive separately and was
+  5-20x slower on CPU. The stacks (encode, decode, forward) and the greedy loop are Python
+  over compiled pieces (the embedding stage, each layer, the generator), so that a layer is
+  compiled once per shape and layer config (``_layer_config``), for every layer of a stack
+  and every op built on it: a whole-model program would compile again for each model
+  config, and compiling was two thirds of the gate's time. Precision is the library default (``precision=None``).
 - float64 needs JAX's x64 mode: the float64 factory turns on ``jax_enable_x64`` for the whole
   process (JAX cannot scope it per array); other dtypes leave the flag alone. Token ids are
   int64 under x64, int32 otherwise.
@@ -288,20 +291,19 @@ class JaxBackend:
                            p["norm2"], config)
         return self._sublayer(y, lambda z: self.feed_forward(z, p["ffn"], config["activation"]), p["norm3"], config)
 
-    @jitted("config")
     def encode(self, src_ids: Array, params: Params, config: Config, src_mask: Array | None = None) -> Array:
         """memory = [LN_enc](EncoderLayer_N(... EncoderLayer_1(embed(src_ids)))).
 
         Shapes: (B, Ss) -> (B, Ss, d_model).
         """
         config = with_defaults(config)
-        x = self._embed(src_ids, params["src_embedding"], config)
+        x = self._embed(src_ids, params["src_embedding"], config["scale_embedding"])
         mask = None if src_mask is None else src_mask[:, None, :]  # key padding: (B, 1, Ss)
+        layer_config = _layer_config(config)
         for layer in params["encoder"]:
-            x = self.encoder_layer(x, layer, config, mask)
+            x = self.encoder_layer(x, layer, layer_config, mask)
         return self._norm(x, params["encoder_norm"], config) if config["final_norm"] else x
 
-    @jitted("config")
     def decode(
         self,
         tgt_ids: Array,
@@ -316,18 +318,14 @@ class JaxBackend:
         Shapes: (B, St), (B, Ss, d_model) -> (B, St, d_model).
         """
         config = with_defaults(config)
-        y = self._embed(tgt_ids, params["tgt_embedding"], config)
-        s_t = tgt_ids.shape[-1]
+        y = self._embed(tgt_ids, params["tgt_embedding"], config["scale_embedding"])
         with jax.default_device(self.jax_device):
-            self_mask = jnp.tril(jnp.ones((s_t, s_t), dtype=bool))  # causal: (St, St)
-        if tgt_mask is not None:
-            self_mask = self_mask & tgt_mask[:, None, :]  # (B, St, St)
-        cross_mask = None if src_mask is None else src_mask[:, None, :]  # (B, 1, Ss)
+            self_mask, cross_mask = self._decoder_masks(tgt_ids.shape[-1], tgt_mask, src_mask)
+        layer_config = _layer_config(config)
         for layer in params["decoder"]:
-            y = self.decoder_layer(y, memory, layer, config, self_mask, cross_mask)
+            y = self.decoder_layer(y, memory, layer, layer_config, self_mask, cross_mask)
         return self._norm(y, params["decoder_norm"], config) if config["final_norm"] else y
 
-    @jitted("config")
     def forward(
         self,
         src_ids: Array,
@@ -343,17 +341,41 @@ class JaxBackend:
         """
         memory = self.encode(src_ids, params, config, src_mask)
         y = self.decode(tgt_ids, memory, params, config, src_mask, tgt_mask)
-        return self._dense(y, params["generator"]["w"], params["generator"]["b"])
+        return self._generator(y, params["generator"]["w"], params["generator"]["b"])
 
-    def _embed(self, ids: Array, table: Array, config: Config) -> Array:
+    @jitted()
+    def _generator(self, y: Array, w: Array, b: Array) -> Array:
+        """The generator: ``flax.linen.Dense(tgt_vocab_size)``.
+
+        Shapes: (..., d_model) -> (..., tgt_vocab_size).
+        """
+        return self._dense(y, w, b)
+
+    @jitted("s_t")
+    def _decoder_masks(self, s_t: int, tgt_mask: Array | None,
+                       src_mask: Array | None) -> tuple[Array, Array | None]:
+        """The decoder layers' masks: causal (and target padding) self-attention, source padding
+        for cross-attention.
+
+        Shapes: (B, St), (B, Ss) -> (St, St) or (B, St, St), None or (B, 1, Ss).
+        """
+        self_mask = jnp.tril(jnp.ones((s_t, s_t), dtype=bool))  # causal: (St, St)
+        if tgt_mask is not None:
+            self_mask = self_mask & tgt_mask[:, None, :]  # (B, St, St)
+        cross_mask = None if src_mask is None else src_mask[:, None, :]  # (B, 1, Ss)
+        return self_mask, cross_mask
+
+    @jitted("scale_embedding")
+    def _embed(self, ids: Array, table: Array, scale_embedding: bool) -> Array:
         """Embed(ids) * sqrt(d_model) (if ``scale_embedding``) + PE[:S].
 
-        Shapes: (B, S) -> (B, S, d_model).
+        Shapes: (B, S), (V, d_model) -> (B, S, d_model).
         """
+        d_model = table.shape[1]
         x = self.embedding(ids, table)
-        if config["scale_embedding"]:
-            x = x * jnp.asarray(math.sqrt(config["d_model"]), self.jax_dtype)
-        return x + self.positional_encoding(ids.shape[-1], config["d_model"])
+        if scale_embedding:
+            x = x * jnp.asarray(math.sqrt(d_model), self.jax_dtype)
+        return x + self.positional_encoding(ids.shape[-1], d_model)
 
     def greedy_decode(
         self,
@@ -371,10 +393,11 @@ class JaxBackend:
 
         Choices: as JAX decoding loops do, the tokens live in a fixed (B, max_len) buffer and
         each step decodes the whole buffer, reading the logits at the last filled position
-        (by causality they depend only on the tokens so far), so one compiled step (decode,
-        generator, argmax and the buffer update: ``_greedy_step``) serves every length. The
-        buffer starts on the device, as the step's results are, so the step never recompiles
-        for a change of placement; the length is cut on the host.
+        (by causality they depend only on the tokens so far), so the same compiled pieces (the
+        decoder's, and the generator, argmax and buffer update: ``_next_tokens``) serve every
+        length. The buffer starts on the device, as the step's results are, so the step never
+        recompiles for a change of placement; the length is cut on the host.
+
         Shapes: (B, Ss) -> (B, L) int, 1 <= L <= max_len.
         """
         if max_len < 1:
@@ -390,20 +413,35 @@ class JaxBackend:
             length += 1
         return jax.device_put(np.asarray(tokens)[:, :length], self.jax_device)  # (B, L)
 
-    @jitted("config")
     def _greedy_step(self, tokens: Array, finished: Array, memory: Array, params: Params, config: Config,
-                     src_mask: Array | None, length: Array, eos_id: Array) -> tuple[Array, Array]:
-        """One greedy step, compiled once per shape: the argmax (first on ties) of the generator's
-        logits at position ``length - 1`` of decode(tokens), eos for finished rows, written at
-        ``length``.
+                     src_mask: Array | None, length: int, eos_id: int) -> tuple[Array, Array]:
+        """One greedy step: decode(tokens), then ``_next_tokens``; the same compiled pieces serve
+        every step (the buffer's shape does not change).
 
         Shapes: (B, max_len), (B,), (B, Ss, d_model) -> (B, max_len), (B,).
         """
         y = self.decode(tokens, memory, params, config, src_mask)  # (B, max_len, d_model)
+        return self._next_tokens(y, params["generator"]["w"], params["generator"]["b"], tokens, finished,
+                                 np.int32(length), np.int32(eos_id))
+
+    @jitted()
+    def _next_tokens(self, y: Array, w: Array, b: Array, tokens: Array, finished: Array, length: Array,
+                     eos_id: Array) -> tuple[Array, Array]:
+        """The argmax (first on ties) of the generator's logits at position ``length - 1``, eos for
+        finished rows, written at ``length`` (both traced: one program for every step).
+
+        Shapes: (B, max_len, d_model), (d_model, V), (V,), (B, max_len), (B,) -> (B, max_len), (B,).
+        """
         y_at = jax.lax.dynamic_index_in_dim(y, length - 1, axis=1, keepdims=False)  # (B, d_model)
-        logits = self._dense(y_at, params["generator"]["w"], params["generator"]["b"])  # (B, V)
+        logits = self._dense(y_at, w, b)  # (B, V)
         next_id = jnp.where(finished, eos_id, jnp.argmax(logits, axis=-1)).astype(tokens.dtype)  # (B,)
         return tokens.at[:, length].set(next_id), finished | (next_id == eos_id)
+
+
+def _layer_config(config: Config) -> dict[str, Any]:
+    """The keys of a config (with defaults) that a layer reads: the layer's compiled program is
+    keyed by these, not by the model's vocabularies or depth."""
+    return {k: config[k] for k in ("num_heads", "norm_first", "activation", "layer_norm_eps")}
 
 
 def _jax_device(name: str) -> Any:

@@ -202,3 +202,17 @@ def test_low_precision_forward_runs(jax64: jax_backend.JaxBackend, rng: np.rando
     out = backend.forward(*to_native(backend, [src, tgt, params]), config)
     assert str(out.dtype) == dtype and out.shape == (B, S_TGT, 7)
     assert np.isfinite(backend.to_numpy(out)).all()
+
+
+def test_a_layer_compiles_once_for_every_layer_of_a_stack_and_every_op_on_it(rng: np.random.Generator) -> None:
+    """encode, decode and forward compose the jitted layers: forward (two encoder layers), then
+    encode of the same sources and a model differing only in vocabularies and depth, run the
+    one compiled encoder layer (``_layer_config``: a layer is keyed by what it reads)."""
+    backend = jax_backend.factory(dtype="float64")
+    params = ref.init_params(CONFIG, 7)
+    src, tgt = rng.integers(0, 11, (B, S_SRC)), rng.integers(0, 7, (B, S_TGT))
+    backend.forward(*to_native(backend, [src, tgt, params]), CONFIG)
+    other = {**CONFIG, "src_vocab_size": 12, "num_encoder_layers": 1}
+    backend.encode(*to_native(backend, [src, ref.init_params(other, 8)]), other)
+    layers = [fn for key, fn in backend._compiled.items() if key[0] == "encoder_layer"]
+    assert len(layers) == 1 and layers[0]._cache_size() == 1, [fn._cache_size() for fn in layers]
