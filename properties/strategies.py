@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.kit.strategies import arrays, configs, params, seeds, token_ids
+from conformance.kit.strategies import arrays, configs, params, seeds, sizes, token_ids
 from properties.tolerances import significand_bits
 
 EXACT_NUMERATOR = 2**5
@@ -103,11 +103,11 @@ def attention_inputs(draw: st.DrawFn, *, max_batch: int = 2, max_len: int = 5, m
                      self_attention: bool = False) -> dict[str, np.ndarray]:
     """{q (B, Sq, d_k), k (B, Sk, d_k), v (B, Sk, d_v)} from ``arrays`` (scales 1, 0.1, 10);
     for ``self_attention`` q = k = v (B, S, d)."""
-    batch, s_q, d_k = (draw(st.integers(1, n)) for n in (max_batch, max_len, max_d))
+    batch, s_q, d_k = (draw(sizes(1, n)) for n in (max_batch, max_len, max_d))
     q = draw(arrays((batch, s_q, d_k)))
     if self_attention:
         return {"q": q, "k": q, "v": q}
-    s_k, d_v = draw(st.integers(1, max_len)), draw(st.integers(1, max_d))
+    s_k, d_v = draw(sizes(1, max_len)), draw(sizes(1, max_d))
     return {"q": q, "k": draw(arrays((batch, s_k, d_k))), "v": draw(arrays((batch, s_k, d_v)))}
 
 
@@ -116,8 +116,8 @@ def models(draw: st.DrawFn, *, min_layers: int = 0, min_batch: int = 1, max_batc
            max_len: int = 4) -> dict[str, Any]:
     """A small model and a batch for it: {config, params, src (B, Ss), tgt (B, St)}."""
     config = draw(configs(**MODEL_CAPS, min_layers=min_layers))
-    batch = draw(st.integers(min_batch, max(min_batch, max_batch)))
-    s_src, s_tgt = draw(st.integers(1, max_len)), draw(st.integers(1, max_len))
+    batch = draw(sizes(min_batch, max(min_batch, max_batch)))
+    s_src, s_tgt = draw(sizes(1, max_len)), draw(sizes(1, max_len))
     return {
         "config": config,
         "params": draw(params(config)),
@@ -132,9 +132,9 @@ def multi_head_cases(draw: st.DrawFn, *, max_d_model: int = 8, min_heads: int = 
     """{x_q (B, Sq, d_model), x_kv (B, Sk, d_model), num_heads, d_model}: unit- or
     tenth-scale activations (as layer norm leaves them) and d_model divisible by num_heads;
     for ``self_attention`` x_kv is x_q."""
-    d_model = 2 * draw(st.integers(max(1, min_heads // 2), max_d_model // 2))
+    d_model = 2 * draw(sizes(max(1, min_heads // 2), max_d_model // 2))
     num_heads = draw(st.sampled_from([h for h in range(min_heads, max_heads + 1) if d_model % h == 0]))
-    batch, s_q = draw(st.integers(1, max_batch)), draw(st.integers(1, max_len))
+    batch, s_q = draw(sizes(1, max_batch)), draw(sizes(1, max_len))
     x_q = draw(arrays((batch, s_q, d_model), scales=(1.0, 0.1)))
-    x_kv = x_q if self_attention else draw(arrays((batch, draw(st.integers(1, max_len)), d_model), scales=(1.0, 0.1)))
+    x_kv = x_q if self_attention else draw(arrays((batch, draw(sizes(1, max_len)), d_model), scales=(1.0, 0.1)))
     return {"x_q": x_q, "x_kv": x_kv, "num_heads": num_heads, "d_model": d_model}

@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 import reference
 from conformance.kit.assertions import assert_close, assert_true
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import arrays, budget, padding_masks, token_ids
+from conformance.kit.strategies import arrays, budget, padding_masks, sizes, token_ids
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import LAYER_SHARE, MODEL_SHARE, models
@@ -78,7 +78,7 @@ def left_padded(draw: st.DrawFn, ids: Array, mask: Array | None, vocab_size: int
     """(ids', mask') with 0-2 padded positions (any ids, mask False) put BEFORE the sequence:
     behind the causal mask, only padding before real tokens is visible to the decoder. With
     none, (ids, mask) unchanged. Shapes: (B, S) -> (B, P + S)."""
-    extra = draw(st.integers(0, 2))
+    extra = draw(sizes(0, 2))
     if extra == 0:
         return ids, mask
     pad_ids = draw(token_ids(ids.shape[0], extra, vocab_size))
@@ -304,7 +304,7 @@ def batched_decodings(draw: st.DrawFn) -> dict:
     to the drawn padding mask, so that padded memory is always there to be masked."""
     case = draw(decodings(min_batch=2, max_batch=3, min_layers=1, min_max_len=3, max_max_len=5))
     src, vocab = case["src"], case["config"]["src_vocab_size"]
-    extra = draw(st.integers(1, 2))
+    extra = draw(sizes(1, 2))
     mask = np.concatenate([real(case["src_mask"], src.shape), np.zeros((src.shape[0], extra), dtype=bool)], axis=1)
     src = np.concatenate([src, draw(token_ids(src.shape[0], extra, vocab))], axis=1)
     return {**case, "src": _distinct_rows(src, mask, vocab), "src_mask": mask}

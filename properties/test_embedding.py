@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from conformance.kit.assertions import assert_equal
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import arrays, budget, token_ids
+from conformance.kit.strategies import arrays, budget, sizes, token_ids
 from properties.plumbing import held
 from properties.strategies import OP_SHARE
 
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.op("embedding")
 @st.composite
 def lookups(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     """(ids (B, S), table (V, d))."""
-    vocab, d = draw(st.integers(1, 10)), draw(st.integers(1, 8))
-    ids = draw(token_ids(draw(st.integers(1, 3)), draw(st.integers(1, 5)), vocab))
+    vocab, d = draw(sizes(1, 10)), draw(sizes(1, 8))
+    ids = draw(token_ids(draw(sizes(1, 3)), draw(sizes(1, 5)), vocab))
     return ids, draw(arrays((vocab, d)))
 
 

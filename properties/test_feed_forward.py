@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conformance.kit.assertions import assert_close
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import arrays, budget
+from conformance.kit.strategies import arrays, budget, sizes
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import OP_SHARE, powers_of_two
@@ -34,8 +34,8 @@ activations = st.sampled_from(["relu", "gelu"])
 @st.composite
 def bias_free_ffns(draw: st.DrawFn) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(x (B, S, d_model), {w_1, b_1 = 0, w_2, b_2 = 0})."""
-    d_model, d_ff = draw(st.integers(1, 8)), draw(st.integers(1, 16))
-    x = draw(arrays((draw(st.integers(1, 2)), draw(st.integers(1, 4)), d_model)))
+    d_model, d_ff = draw(sizes(1, 8)), draw(sizes(1, 16))
+    x = draw(arrays((draw(sizes(1, 2)), draw(sizes(1, 4)), d_model)))
     p = {"w_1": draw(arrays((d_model, d_ff), scales=WEIGHT_SCALES)), "b_1": np.zeros(d_ff),
          "w_2": draw(arrays((d_ff, d_model), scales=WEIGHT_SCALES)), "b_2": np.zeros(d_model)}
     return x, p
@@ -44,8 +44,8 @@ def bias_free_ffns(draw: st.DrawFn) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 @st.composite
 def ffns(draw: st.DrawFn) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(x (B, S, d_model), {w_1, b_1, w_2, b_2}), biases drawn like the weights."""
-    d_model, d_ff = draw(st.integers(1, 8)), draw(st.integers(1, 16))
-    x = draw(arrays((draw(st.integers(1, 2)), draw(st.integers(1, 4)), d_model)))
+    d_model, d_ff = draw(sizes(1, 8)), draw(sizes(1, 16))
+    x = draw(arrays((draw(sizes(1, 2)), draw(sizes(1, 4)), d_model)))
     p = {"w_1": draw(arrays((d_model, d_ff), scales=WEIGHT_SCALES)), "b_1": draw(arrays((d_ff,), scales=WEIGHT_SCALES)),
          "w_2": draw(arrays((d_ff, d_model), scales=WEIGHT_SCALES)),
          "b_2": draw(arrays((d_model,), scales=WEIGHT_SCALES))}
@@ -55,7 +55,7 @@ def ffns(draw: st.DrawFn) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 @st.composite
 def activation_inputs(draw: st.DrawFn) -> np.ndarray:
     """x (2, 3, d), d <= 8, at ``ACTIVATION_SCALES``."""
-    return draw(arrays((2, 3, draw(st.integers(1, 8))), scales=ACTIVATION_SCALES))
+    return draw(arrays((2, 3, draw(sizes(1, 8))), scales=ACTIVATION_SCALES))
 
 
 def normal_cdf(x: np.ndarray) -> np.ndarray:

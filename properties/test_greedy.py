@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from conformance.kit.assertions import assert_equal, assert_true
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import budget, padding_masks
+from conformance.kit.strategies import budget, padding_masks, sizes
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import MODEL_SHARE, models
@@ -24,7 +24,7 @@ def decodings(draw: st.DrawFn, *, min_batch: int = 1, max_batch: int = 2, min_la
     """A model, a source batch with its padding mask, max_len, bos and eos ids."""
     case = draw(models(min_batch=min_batch, max_batch=max_batch, min_layers=min_layers))
     vocab = case["config"]["tgt_vocab_size"]
-    case.update(src_mask=draw(padding_masks(*case["src"].shape)), max_len=draw(st.integers(min_max_len, max_max_len)),
+    case.update(src_mask=draw(padding_masks(*case["src"].shape)), max_len=draw(sizes(min_max_len, max_max_len)),
                 bos=draw(st.integers(0, vocab - 1)), eos=draw(st.integers(0, vocab - 1)))
     return case
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conformance.kit.assertions import assert_close
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import arrays, budget, padding_masks, token_ids
+from conformance.kit.strategies import arrays, budget, padding_masks, sizes, token_ids
 from properties import tolerances
 from properties.plumbing import held, pad_sequence
 from properties.strategies import MODEL_SHARE, models
@@ -33,7 +33,7 @@ def _item(a: np.ndarray | None, b: int) -> np.ndarray | None:
 @st.composite
 def paddings(draw: st.DrawFn, batch: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids (B, P), mask (B, P)) for 1 <= P <= 3 appended padded positions: any ids, mask False."""
-    extra = draw(st.integers(1, 3))
+    extra = draw(sizes(1, 3))
     return draw(token_ids(batch, extra, vocab_size)), np.zeros((batch, extra), dtype=bool)
 
 
@@ -142,7 +142,7 @@ def test_cross_attention_ignores_appended_memory_padding(backend, case, data):
     d_model, src_shape = config["d_model"], case["src"].shape
     memory = held(backend, data.draw(arrays(src_shape + (d_model,), scales=MEMORY_SCALES), label="memory"))
     src_mask = data.draw(padding_masks(*src_shape), label="src_mask")
-    extra = data.draw(st.integers(1, 3), label="padded positions")
+    extra = data.draw(sizes(1, 3), label="padded positions")
     more = held(backend, data.draw(arrays((src_shape[0], extra, d_model), scales=MEMORY_SCALES), label="m'"))
     longer, longer_mask = pad_sequence(memory, more), pad_sequence(_real(src_mask, src_shape),
                                                                   np.zeros((src_shape[0], extra), dtype=bool))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conformance.kit.assertions import assert_close
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import arrays, budget
+from conformance.kit.strategies import arrays, budget, sizes
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import OP_SHARE, grid_arrays, layer_norm_rows, powers_of_two
@@ -19,7 +19,7 @@ from properties.strategies import OP_SHARE, grid_arrays, layer_norm_rows, powers
 pytestmark = pytest.mark.op("layer_norm")
 
 epsilons = st.sampled_from([1e-5, 1e-6, 1e-3])
-row_shapes = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 16))
+row_shapes = st.tuples(sizes(1, 2), sizes(1, 3), sizes(1, 16))
 fine_grid_steps = st.sampled_from([2.0**-8, 2.0**-2, 2.0**-10])
 """Grid steps for the affine property: values from 2^-10 up (squares stay normal in float16)
 to 8, so that eps matters in some rows and not in others."""

@@ -12,11 +12,26 @@ from hypothesis import strategies as st
 
 from conformance.kit.assertions import assert_close, assert_true
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import arrays, attention_masks, attention_params, budget, configs, params, token_ids
+from conformance.kit.strategies import (
+    arrays,
+    attention_masks,
+    attention_params,
+    budget,
+    configs,
+    params,
+    sizes,
+    token_ids,
+)
 from properties import tolerances
 from properties.plumbing import held, permute_square, take
 from properties.strategies import (
-    LAYER_SHARE, MODEL_CAPS, MODEL_SHARE, OP_SHARE, attention_inputs, multi_head_cases, permutations,
+    LAYER_SHARE,
+    MODEL_CAPS,
+    MODEL_SHARE,
+    OP_SHARE,
+    attention_inputs,
+    multi_head_cases,
+    permutations,
 )
 
 
@@ -80,7 +95,7 @@ def test_multi_head_self_attention_is_permutation_equivariant(backend, case, dat
 def encoder_layer_cases(draw: st.DrawFn) -> dict:
     """{config, p (one encoder layer), x (B, S, d_model) at unit scale}."""
     config = draw(configs(**MODEL_CAPS, min_layers=1))
-    batch, seq_len = draw(st.integers(1, 2)), draw(st.integers(1, 4))
+    batch, seq_len = draw(sizes(1, 2)), draw(sizes(1, 4))
     return {"config": config, "p": draw(params(config))["encoder"][0],
             "x": draw(arrays((batch, seq_len, config["d_model"]), scales=(1.0,)))}
 
@@ -112,9 +127,9 @@ def embedding_only_models(draw: st.DrawFn) -> dict:
     (B, S) batch of source ids with 2 <= S <= MAX_ORDER_LENGTH."""
     config = draw(configs(**MODEL_CAPS))
     config.update(num_encoder_layers=0, norm_first=False, final_norm=False)
-    seq_len = draw(st.integers(2, tolerances.MAX_ORDER_LENGTH))
+    seq_len = draw(sizes(2, tolerances.MAX_ORDER_LENGTH))
     return {"config": config, "params": draw(params(config)),
-            "src": draw(token_ids(draw(st.integers(1, 2)), seq_len, config["src_vocab_size"]))}
+            "src": draw(token_ids(draw(sizes(1, 2)), seq_len, config["src_vocab_size"]))}
 
 
 @pytest.mark.op("encode")

@@ -11,20 +11,20 @@ from hypothesis import strategies as st
 
 from conformance.kit.assertions import assert_close, assert_equal, assert_true
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import budget
+from conformance.kit.strategies import budget, sizes
 from properties import tolerances
 from properties.strategies import OP_SHARE
 
 pytestmark = pytest.mark.op("positional_encoding")
 
-lengths = st.integers(1, 24)
-widths = st.integers(1, 8).map(lambda half: 2 * half)
+lengths = sizes(1, 24)
+widths = sizes(1, 8).map(lambda half: 2 * half)
 
 MAX_OFFSET = 24
 """Offsets k < MAX_OFFSET in the rotation property: every offset of a short table, and
 S x MAX_OFFSET pairs (not S^2) of a long one."""
 
-rotation_lengths = st.one_of(st.integers(2, MAX_OFFSET), st.integers(MAX_OFFSET + 1, 2048))
+rotation_lengths = st.one_of(sizes(2, MAX_OFFSET), sizes(MAX_OFFSET + 1, 2048))
 """Short tables first; then, about half the time, up to 2048 positions (the op is cheap): past
 256, the last integer bfloat16 holds exactly, and 2048, float16's."""
 
@@ -48,7 +48,7 @@ def test_deterministic(backend, seq_len, d_model):
 
 
 @budget(OP_SHARE)
-@given(seq_len=lengths, longer_by=st.integers(1, 8), d_model=widths)
+@given(seq_len=lengths, longer_by=sizes(1, 8), d_model=widths)
 def test_longer_sequence_starts_with_the_shorter_one(backend, seq_len, longer_by, d_model):
     """PE(S + n, d)[:S] = PE(S, d): row p depends on p alone, not on the table's length."""
     short = positional_encoding(backend, seq_len, d_model)

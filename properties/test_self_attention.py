@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from conformance.kit.assertions import assert_true
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import arrays, budget
+from conformance.kit.strategies import arrays, budget, sizes
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import OP_SHARE
@@ -31,7 +31,7 @@ def centred_directions(x: np.ndarray) -> np.ndarray:
 def equal_norm_rows(draw: st.DrawFn) -> np.ndarray:
     """(B, S, d) rows centred and scaled to the common norm r sqrt(d), d >= 2, as layer norm
     with gamma = r, beta = 0 (and eps -> 0) leaves them; r in (1, 0.3, 3)."""
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(2, 8)))
+    shape = (draw(sizes(1, 2)), draw(sizes(1, 6)), draw(sizes(2, 8)))
     x = centred_directions(draw(arrays(shape)))
     radius = draw(st.sampled_from([1.0, 0.3, 3.0])) * np.sqrt(shape[-1])
     return x / np.linalg.norm(x, axis=-1, keepdims=True) * radius

@@ -8,20 +8,19 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from conformance.kit.assertions import assert_close, assert_equal, assert_true
 from conformance.kit.harness import call_op
-from conformance.kit.strategies import arrays, budget, seeds
+from conformance.kit.strategies import arrays, budget, seeds, shapes, sizes
 from properties import tolerances
 from properties.plumbing import held
 from properties.strategies import OP_SHARE, grid_arrays, grid_steps, row_shifts
 
 pytestmark = pytest.mark.op("softmax")
 
-shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6)
+row_shapes = shapes(min_dims=1, max_dims=3, max_side=6)
 
-long_rows = st.integers(9, 128)
+long_rows = sizes(9, 128)
 """Row lengths past 8, one block of an online (blockwise) softmax, up to several blocks of
 8-32: a softmax that keeps a running max and sum over blocks must rescale the sum whenever a
 later block raises the max."""
@@ -32,7 +31,7 @@ def inputs(draw: st.DrawFn) -> tuple[np.ndarray, int]:
     """(x, axis): x of 1-3 dims, axis any of its axes (the last first). Short rows first; then
     rows of ``long_rows`` entries along the axis, as drawn or sorted ascending along it (the max
     grows with every block: the case where a blockwise softmax must rescale)."""
-    shape = list(draw(shapes))
+    shape = list(draw(row_shapes))
     axis = draw(st.sampled_from([-1] + list(range(len(shape) - 1))))
     rows = draw(st.sampled_from(["short", "long ascending", "long"]))
     if rows != "short":
@@ -44,7 +43,7 @@ def inputs(draw: st.DrawFn) -> tuple[np.ndarray, int]:
 @st.composite
 def with_neg_inf(draw: st.DrawFn) -> np.ndarray:
     """(B, n) rows with some entries -inf: a random pattern, plus one row that is all -inf."""
-    x = draw(arrays(draw(hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=6))))
+    x = draw(arrays(draw(shapes(min_dims=2, max_dims=2, max_side=6))))
     rng = np.random.default_rng(draw(seeds))
     x[rng.random(x.shape) < 0.4] = -np.inf
     if draw(st.booleans()):

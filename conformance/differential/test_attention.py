@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import OP_SHARE, compare
-from conformance.kit.strategies import arrays, attention_masks, budget
+from conformance.kit.strategies import arrays, attention_masks, budget, sizes
 
 D_K = (1, 2, 3, 4, 8, 16, 64)
 
@@ -21,8 +21,8 @@ def attention_inputs(draw: st.DrawFn, *, max_batch: int = 3, max_seq: int = 8) -
     q and k share a scale up to 10 (logits up to ~100); the mask is None, all True, random,
     random with a fully masked query row, or one of those broadcast from (Sq, Sk) or
     (..., 1, Sk) (key padding)."""
-    lead = tuple(draw(st.lists(st.integers(1, max_batch), max_size=2)))
-    s_q, s_k = draw(st.integers(1, max_seq)), draw(st.integers(1, max_seq))
+    lead = tuple(draw(st.lists(sizes(1, max_batch), max_size=2)))
+    s_q, s_k = draw(sizes(1, max_seq)), draw(sizes(1, max_seq))
     d_k, d_v = draw(st.sampled_from(D_K)), draw(st.sampled_from(D_K))
     scale = draw(st.sampled_from([1.0, 0.1, 10.0]))
     q = draw(arrays((*lead, s_q, d_k), scales=(scale,)))

@@ -10,15 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import OP_SHARE, compare
-from conformance.kit.strategies import arrays, budget, token_ids
+from conformance.kit.strategies import arrays, budget, sizes, token_ids
 
 
 @st.composite
 def embedding_inputs(draw: st.DrawFn, *, max_vocab: int = 12, max_d: int = 16, max_batch: int = 3,
                      max_seq: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """(ids (B, S), table (V, d)): a one-row vocabulary and d = 1 included."""
-    vocab, d = draw(st.integers(1, max_vocab)), draw(st.integers(1, max_d))
-    ids = draw(token_ids(draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), vocab))
+    vocab, d = draw(sizes(1, max_vocab)), draw(sizes(1, max_d))
+    ids = draw(token_ids(draw(sizes(1, max_batch)), draw(sizes(1, max_seq)), vocab))
     return ids, draw(arrays((vocab, d)))
 
 

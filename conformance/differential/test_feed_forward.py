@@ -10,14 +10,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import LAYER_SHARE, compare, realistic_params
-from conformance.kit.strategies import arrays, budget, configs, params
+from conformance.kit.strategies import arrays, budget, configs, params, sizes
 
 
 @st.composite
 def ffn_inputs(draw: st.DrawFn, *, max_batch: int = 3, max_seq: int = 8) -> dict[str, Any]:
     """x (B, S, d_model) and the FFN params of a drawn config (d_ff = 1 included); relu or gelu."""
     config = {**draw(configs()), "num_encoder_layers": 1}
-    x = draw(arrays((draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), config["d_model"])))
+    x = draw(arrays((draw(sizes(1, max_batch)), draw(sizes(1, max_seq)), config["d_model"])))
     return {"x": x, "p": draw(params(config))["encoder"][0]["ffn"], "activation": config["activation"]}
 
 

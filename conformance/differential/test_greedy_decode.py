@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare_greedy, realistic_params
-from conformance.kit.strategies import budget, configs, padding_masks, params, token_ids
+from conformance.kit.strategies import budget, configs, padding_masks, params, sizes, token_ids
 from conformance.tolerance.model import min_d_model
 
 
@@ -22,10 +22,10 @@ def greedy_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, 
     """A drawn config and params, source ids with padding, max_len 1 to ``max_len`` and any
     bos/eos ids (equal ones included)."""
     config = draw(configs().filter(lambda c: c["d_model"] >= min_d_model))
-    batch, s_s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq))
+    batch, s_s = draw(sizes(1, max_batch)), draw(sizes(1, max_seq))
     vocab = config["tgt_vocab_size"]
     return {"src": draw(token_ids(batch, s_s, config["src_vocab_size"])), "params": draw(params(config)),
-            "config": config, "max_len": draw(st.integers(1, max_len)), "bos_id": draw(st.integers(0, vocab - 1)),
+            "config": config, "max_len": draw(sizes(1, max_len)), "bos_id": draw(st.integers(0, vocab - 1)),
             "eos_id": draw(st.integers(0, vocab - 1)), "src_mask": draw(padding_masks(batch, s_s, argument="src_mask"))}
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import reference
 from conformance.differential._compare import LAYER_SHARE, REALISTIC, compare, realistic_params
-from conformance.kit.strategies import arrays, budget, configs, key_padded_masks, params
+from conformance.kit.strategies import arrays, budget, configs, key_padded_masks, params, sizes
 from conformance.tolerance.model import min_d_model
 
 
@@ -20,7 +20,7 @@ def encoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
                          max_seq: int = 8) -> dict[str, Any]:
     """x (B, S, d_model), one layer's params of a drawn config, and a self-attention mask."""
     config = {**draw(configs().filter(lambda c: c["d_model"] >= min_d_model)), "num_encoder_layers": 1}
-    batch, s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq))
+    batch, s = draw(sizes(1, max_batch)), draw(sizes(1, max_seq))
     return {"x": draw(arrays((batch, s, config["d_model"]))), "p": draw(params(config))["encoder"][0],
             "config": config, "mask": draw(key_padded_masks(batch, s, s, argument="mask"))}
 
@@ -30,7 +30,7 @@ def decoder_layer_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: in
                          max_seq: int = 8) -> dict[str, Any]:
     """y (B, St, d_model), memory (B, Ss, d_model), one layer's params, self and cross masks."""
     config = {**draw(configs().filter(lambda c: c["d_model"] >= min_d_model)), "num_decoder_layers": 1}
-    batch, s_t, s_s = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), draw(st.integers(1, max_seq))
+    batch, s_t, s_s = draw(sizes(1, max_batch)), draw(sizes(1, max_seq)), draw(sizes(1, max_seq))
     return {"y": draw(arrays((batch, s_t, config["d_model"]))), "memory": draw(arrays((batch, s_s, config["d_model"]))),
             "p": draw(params(config))["decoder"][0], "config": config,
             "self_mask": draw(key_padded_masks(batch, s_t, s_t, argument="self_mask")),

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import MODEL_SHARE, REALISTIC, compare, realistic_params
-from conformance.kit.strategies import arrays, budget, configs, padding_masks, params, token_ids
+from conformance.kit.strategies import arrays, budget, configs, padding_masks, params, sizes, token_ids
 from conformance.tolerance.model import min_d_model, query_positions
 
 
@@ -20,7 +20,7 @@ def model_inputs(draw: st.DrawFn, *, min_d_model: int = 2, max_batch: int = 3, m
     """A drawn config (0 to 2 layers per stack, every variant) with its params, source and
     target ids of lengths 1 to ``max_seq``, padding masks (or None) and a unit-scale memory."""
     config = draw(configs().filter(lambda c: c["d_model"] >= min_d_model))
-    batch, s_s, s_t = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq)), draw(st.integers(1, max_seq))
+    batch, s_s, s_t = draw(sizes(1, max_batch)), draw(sizes(1, max_seq)), draw(sizes(1, max_seq))
     return {"config": config, "params": draw(params(config)),
             "src": draw(token_ids(batch, s_s, config["src_vocab_size"])),
             "tgt": draw(token_ids(batch, s_t, config["tgt_vocab_size"])),

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.differential._compare import LAYER_SHARE, compare, realistic_params
-from conformance.kit.strategies import arrays, budget, key_padded_masks, seeds
+from conformance.kit.strategies import arrays, budget, key_padded_masks, seeds, sizes
 
 
 @st.composite
@@ -19,11 +19,11 @@ def mha_inputs(draw: st.DrawFn, *, max_heads: int = 4, max_d_k: int = 4, max_bat
     """Self- (x_kv = x_q) or cross-attention inputs: one head and d_k = 1 included; mask
     None, (B, Sq, Sk) patterns with fully masked rows, or key padding (B, 1, Sk) of every
     padding pattern."""
-    num_heads, d_k = draw(st.integers(1, max_heads)), draw(st.integers(1, max_d_k))
+    num_heads, d_k = draw(sizes(1, max_heads)), draw(sizes(1, max_d_k))
     d_model = num_heads * d_k
-    batch, s_q = draw(st.integers(1, max_batch)), draw(st.integers(1, max_seq))
+    batch, s_q = draw(sizes(1, max_batch)), draw(sizes(1, max_seq))
     x_q = draw(arrays((batch, s_q, d_model)))
-    x_kv = x_q if draw(st.booleans()) else draw(arrays((batch, draw(st.integers(1, max_seq)), d_model)))
+    x_kv = x_q if draw(st.booleans()) else draw(arrays((batch, draw(sizes(1, max_seq)), d_model)))
     return {"x_q": x_q, "x_kv": x_kv, "p": _attention_params(d_model, draw(seeds)), "num_heads": num_heads,
             "mask": draw(key_padded_masks(batch, s_q, x_kv.shape[1], argument="mask"))}
 

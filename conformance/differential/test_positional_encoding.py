@@ -6,15 +6,14 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from conformance.differential._compare import OP_SHARE, compare
-from conformance.kit.strategies import budget
+from conformance.kit.strategies import budget, sizes
 
 
 @pytest.mark.op("positional_encoding")
 @budget(OP_SHARE)
-@given(seq_len=st.integers(1, 64), half_d_model=st.integers(1, 32))
+@given(seq_len=sizes(1, 64), half_d_model=sizes(1, 32))
 def test_positional_encoding(backend: Any, seq_len: int, half_d_model: int) -> None:
     """PE(seq_len, d_model) for small sizes (d_model = 2 included): every element."""
     compare(backend, "positional_encoding", seq_len, 2 * half_d_model)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from conformance.differential._compare import OP_SHARE, compare
-from conformance.kit.strategies import arrays, budget, seeds
+from conformance.kit.strategies import arrays, budget, seeds, shapes
 
 LOGIT_SCALES = (1.0, 0.1, 10.0, 100.0, 1000.0)
 """Standard deviations of the logits: 1000 puts row maxima past exp's float64 overflow (709),
@@ -23,7 +22,7 @@ where a softmax that does not subtract the row max returns inf / inf = NaN."""
 def softmax_inputs(draw: st.DrawFn, *, max_dims: int = 3, max_side: int = 8) -> tuple[np.ndarray, int]:
     """(x, axis): x of up to ``max_dims`` axes, N(0, s^2) with s up to 1000, with no -inf, a
     few -inf entries, or whole -inf slices along the axis; axis any valid one."""
-    shape = draw(hnp.array_shapes(min_dims=1, max_dims=max_dims, min_side=1, max_side=max_side))
+    shape = draw(shapes(min_dims=1, max_dims=max_dims, max_side=max_side))
     axis = draw(st.integers(-len(shape), len(shape) - 1))
     x = draw(arrays(shape, scales=LOGIT_SCALES))
     neg_inf = draw(st.sampled_from(["none", "some", "slice"]))

@@ -190,6 +190,8 @@ def markdown(document: dict[str, Any]) -> str:
     for target, rows in by_target.items():
         t = targets.get(target, {})
         where = f" ({t.get('spec')}, {t.get('dtype')}, {t.get('device')})" if t else ""
+        if t.get("compiles_per_shape"):
+            where += " (compiles per shape: sizes drawn from size_menu, backends/CONTRACT.md)"
         lines += [f"### {target_label(target, t.get('name'))}{where}", "", "| op | status | worst err/tol | examples | tests passed |",
                   "|---|---|---:|---:|---:|"]
         for r in rows:

@@ -183,8 +183,10 @@ class Gate:
             mark_interrupted(run.tests)
         else:
             self.errors += self.run_errors()
-        names = {t["id"]: t["name"] for t in self.targets}  # the backend's own name (check_targets)
-        targets = {t["id"]: {**t, "name": names.get(t["id"])} for t in run.targets or self.targets}
+        checked = {t["id"]: t for t in self.targets}  # the backend's own name and kind (check_targets)
+        targets = {t["id"]: {**t, "name": checked.get(t["id"], {}).get("name"),
+                             "compiles_per_shape": checked.get(t["id"], {}).get("compiles_per_shape", False)}
+                   for t in run.targets or self.targets}
         deviations_mod.apply(self.deviations, run.tests, targets)
         stale = deviations_mod.stale(self.deviations, run.tests, targets)
         results = tally.aggregate(run, ops=self.ops) if run.tests else []

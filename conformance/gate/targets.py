@@ -39,18 +39,21 @@ def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> li
         except BackendSpecError as exc:
             raise GateError(f"{exc}{_hint(spec)}") from exc
         IMPORTED[spec] = {name.split(".", 1)[0] for name in set(sys.modules) - before} | _imports_of(factories[spec])
-    names = {}
+    names, compiled = {}, set()
     for t in targets:
         try:
-            names[t.id] = str(getattr(factories[t.spec](dtype=t.dtype, device=t.device), "name", "") or "")
+            backend = factories[t.spec](dtype=t.dtype, device=t.device)
+            names[t.id] = str(getattr(backend, "name", "") or "")
+            if getattr(backend, "compiles_per_shape", False):
+                compiled.add(t.id)
         except ValueError:
             pass  # unsupported: the tests say so, target by target
         except Exception as exc:  # noqa: BLE001 - any other exception is a broken backend set-up
             last = traceback.format_exception_only(type(exc), exc)[-1].strip()
             raise GateError(f"backend {t.spec!r}: the factory raised for dtype={t.dtype!r}, device={t.device!r}: "
                             f"{last} (a factory signals an unsupported dtype/device with ValueError)") from exc
-    return [{"id": t.id, "spec": t.spec, "dtype": t.dtype, "device": t.device, "name": names.get(t.id)}
-            for t in targets]
+    return [{"id": t.id, "spec": t.spec, "dtype": t.dtype, "device": t.device, "name": names.get(t.id),
+             "compiles_per_shape": t.id in compiled} for t in targets]
 
 
 def _imports_of(factory: Any) -> set[str]:

@@ -141,6 +141,13 @@ def current() -> tuple[Any, str | None]:
     return _current.get() or (None, None)
 
 
+def compiled() -> bool:
+    """Whether the running test's backend compiles a program per input shape: its optional
+    ``compiles_per_shape`` attribute (backends/CONTRACT.md); False outside a test."""
+    backend, _ = current()
+    return bool(getattr(backend, "compiles_per_shape", False))
+
+
 def allowed(feature: str, values: Iterable[FeatureValue], *, op: str | None = None) -> list[FeatureValue]:
     """The ``values`` of ``feature`` the running test may draw: all of them outside a test,
     else those its backend supports for ``op`` (default: the test's op). A feature the op does

@@ -44,6 +44,33 @@ def budget(share: float) -> settings:
     return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)), phases=phases)
 
 
+@st.composite
+def sizes(draw: st.DrawFn, lo: int, hi: int) -> int:
+    """A size (a batch, a length, a width, a count) in [lo, hi]: any of them, or for a backend
+    that compiles a program per shape (``compiles_per_shape``, backends/CONTRACT.md) one of
+    ``size_menu(lo, hi)``, so that each compiled program serves many examples. The values
+    drawn into arrays of those shapes vary as much either way."""
+    return draw(st.sampled_from(size_menu(lo, hi)) if features.compiled() else st.integers(lo, hi))
+
+
+def size_menu(lo: int, hi: int) -> list[int]:
+    """The sizes a compiled backend meets in [lo, hi]: the smallest, the largest and the one
+    halfway (an odd one where the range allows), simplest first."""
+    middle = (lo + hi) // 2
+    if hi - lo > 2:
+        middle |= 1  # odd: 1..16 gives 9, not 8
+    return sorted({lo, middle, hi})
+
+
+@st.composite
+def shapes(draw: st.DrawFn, *, min_dims: int, max_dims: int, max_side: int) -> tuple[int, ...]:
+    """An array shape of min_dims..max_dims axes of 1..max_side each (``hnp.array_shapes``), each
+    side a ``sizes`` draw on a compiled backend."""
+    if not features.compiled():
+        return draw(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side))
+    return tuple(draw(st.lists(sizes(1, max_side), min_size=min_dims, max_size=max_dims)))
+
+
 SCALES = (1.0, 0.1, 10.0)
 seeds = st.integers(0, 2**32 - 1)
 
@@ -70,16 +97,16 @@ def two_decimals(values: np.ndarray, scale: float) -> np.ndarray:
 def configs(draw: st.DrawFn, *, max_d_model: int = 16, max_heads: int = 4, max_d_ff: int = 16,
             max_layers: int = 2, max_vocab: int = 12, min_layers: int = 0) -> dict[str, Any]:
     """A valid config dict (backends/CONTRACT.md): d_model even and divisible by num_heads."""
-    d_model = 2 * draw(st.integers(1, max_d_model // 2))
+    d_model = 2 * draw(sizes(1, max_d_model // 2))
     num_heads = draw(st.sampled_from([h for h in range(1, max_heads + 1) if d_model % h == 0]))
     config: dict[str, Any] = {
         "d_model": d_model,
         "num_heads": num_heads,
-        "d_ff": draw(st.integers(1, max_d_ff)),
-        "num_encoder_layers": draw(st.integers(min_layers, max_layers)),
-        "num_decoder_layers": draw(st.integers(min_layers, max_layers)),
-        "src_vocab_size": draw(st.integers(3, max_vocab)),
-        "tgt_vocab_size": draw(st.integers(3, max_vocab)),
+        "d_ff": draw(sizes(1, max_d_ff)),
+        "num_encoder_layers": draw(sizes(min_layers, max_layers)),
+        "num_decoder_layers": draw(sizes(min_layers, max_layers)),
+        "src_vocab_size": draw(sizes(3, max_vocab)),
+        "tgt_vocab_size": draw(sizes(3, max_vocab)),
         "layer_norm_eps": draw(st.sampled_from([1e-5, 1e-6, 1e-3])),
         "norm_first": draw(supported("norm_first", [False, True])),
         "scale_embedding": draw(supported("scale_embedding", [True, False])),
