@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", default=None,
                         help="per-test timeout in seconds passed to the gate (JAX compiles every new shape: "
                              "give it more than the profile's default on a small machine)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "library-findings")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "reports",
+                        help="the gates' report folders, OUT_DIR/BACKEND (default: the ones tox's environments write)")
     parser.add_argument("--from-reports", action="store_true", help="do not run the gates; render the last reports")
     parser.add_argument("--doc", default=str(ROOT / "README.md"),
                         help="document to update between its marker lines; '-' prints the table")
