@@ -14,6 +14,7 @@ would let the shrinker trade the failure it found for another one.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any
@@ -44,13 +45,29 @@ def budget(share: float) -> settings:
     return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)), phases=phases)
 
 
-@st.composite
-def sizes(draw: st.DrawFn, lo: int, hi: int) -> int:
+@functools.cache
+def sizes(lo: int, hi: int) -> st.SearchStrategy[int]:
     """A size (a batch, a length, a width, a count) in [lo, hi]: any of them, or for a backend
     that compiles a program per shape (``compiles_per_shape``, backends/CONTRACT.md) one of
     ``size_menu(lo, hi)``, so that each compiled program serves many examples. The values
-    drawn into arrays of those shapes vary as much either way."""
-    return draw(st.sampled_from(size_menu(lo, hi)) if features.compiled() else st.integers(lo, hi))
+    drawn into arrays of those shapes vary as much either way. Strategies are cached: building
+    one inside every draw made the gate 40 % slower."""
+    return _sizes(lo, hi)
+
+
+@st.composite
+def _sizes(draw: st.DrawFn, lo: int, hi: int) -> int:
+    return draw(_one_of_menu(lo, hi) if features.compiled() else _integers(lo, hi))
+
+
+@functools.cache
+def _one_of_menu(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.sampled_from(size_menu(lo, hi))
+
+
+@functools.cache
+def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
 
 
 def size_menu(lo: int, hi: int) -> list[int]:
@@ -62,13 +79,18 @@ def size_menu(lo: int, hi: int) -> list[int]:
     return sorted({lo, middle, hi})
 
 
-@st.composite
-def shapes(draw: st.DrawFn, *, min_dims: int, max_dims: int, max_side: int) -> tuple[int, ...]:
+@functools.cache
+def shapes(*, min_dims: int, max_dims: int, max_side: int) -> st.SearchStrategy[tuple[int, ...]]:
     """An array shape of min_dims..max_dims axes of 1..max_side each (``hnp.array_shapes``), each
     side a ``sizes`` draw on a compiled backend."""
-    if not features.compiled():
-        return draw(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side))
-    return tuple(draw(st.lists(sizes(1, max_side), min_size=min_dims, max_size=max_dims)))
+    return _shapes(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side),
+                   st.lists(sizes(1, max_side), min_size=min_dims, max_size=max_dims).map(tuple))
+
+
+@st.composite
+def _shapes(draw: st.DrawFn, any_shape: st.SearchStrategy[tuple[int, ...]],
+            menu_shape: st.SearchStrategy[tuple[int, ...]]) -> tuple[int, ...]:
+    return draw(menu_shape if features.compiled() else any_shape)
 
 
 SCALES = (1.0, 0.1, 10.0)
