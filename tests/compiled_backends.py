@@ -5,6 +5,7 @@ only makes the suite draw its sizes from ``size_menu``, as it does for the ``jax
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from backends import numpy_backend
@@ -19,12 +20,12 @@ the decoder's causal mask, the stacks' padding masks."""
 def compiled(factory: Any) -> Any:
     """A factory whose backends declare ``compiles_per_shape = True``."""
 
+    @functools.wraps(factory)
     def make(**kwargs: Any) -> Any:
         backend = factory(**kwargs)
         backend.compiles_per_shape = True
         return backend
 
-    make.__doc__ = factory.__doc__
     return make
 
 

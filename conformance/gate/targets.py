@@ -13,6 +13,7 @@ from importlib import metadata
 from typing import Any
 
 from backends.registry import BUILTIN_LIBRARIES, BUILTINS, BackendSpecError, resolve, selected_targets
+from conformance.kit import features
 
 
 class GateError(Exception):
@@ -44,7 +45,7 @@ def check_targets(specs: list[str], dtypes: list[str], device: str | None) -> li
         try:
             backend = factories[t.spec](dtype=t.dtype, device=t.device)
             names[t.id] = str(getattr(backend, "name", "") or "")
-            if getattr(backend, "compiles_per_shape", False):
+            if features.compiles_per_shape(backend):
                 compiled.add(t.id)
         except ValueError:
             pass  # unsupported: the tests say so, target by target

@@ -141,11 +141,15 @@ def current() -> tuple[Any, str | None]:
     return _current.get() or (None, None)
 
 
-def compiled() -> bool:
-    """Whether the running test's backend compiles a program per input shape: its optional
-    ``compiles_per_shape`` attribute (backends/CONTRACT.md); False outside a test."""
-    backend, _ = current()
+def compiles_per_shape(backend: Any) -> bool:
+    """Whether ``backend`` compiles a program per input shape: its optional ``compiles_per_shape``
+    attribute (backends/CONTRACT.md, "Compiled backends"); False when it declares none."""
     return bool(getattr(backend, "compiles_per_shape", False))
+
+
+def compiled() -> bool:
+    """``compiles_per_shape`` of the running test's backend; False outside a test."""
+    return compiles_per_shape(current()[0])
 
 
 def allowed(feature: str, values: Iterable[FeatureValue], *, op: str | None = None) -> list[FeatureValue]:
