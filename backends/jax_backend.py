@@ -25,7 +25,7 @@ Choices:
   and every op built on it: a whole-model program would compile again for each model
   config, and compiling was two thirds of the gate's time. The backend declares
   ``compiles_per_shape`` (backends/CONTRACT.md), so the suite draws its sizes from a few
-  values. Precision is the library default (``precision=None``).
+  values and each example's structure from a few families. Precision is the library default (``precision=None``).
 - float64 needs JAX's x64 mode: the float64 factory turns on ``jax_enable_x64`` for the whole
   process (JAX cannot scope it per array); other dtypes leave the flag alone. Token ids are
   int64 under x64, int32 otherwise.
@@ -94,7 +94,7 @@ class JaxBackend:
     """The contract's ops on JAX arrays of one dtype on one device."""
 
     name = "jax"
-    compiles_per_shape = True  # backends/CONTRACT.md: the suite draws sizes from a few values
+    compiles_per_shape = True  # backends/CONTRACT.md: sizes from a few values, structures from a few families
 
     def __init__(self, *, dtype: str = "float32", device: str = "cpu") -> None:
         _import_jax()

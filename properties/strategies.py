@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance.kit.strategies import arrays, configs, params, seeds, sizes, token_ids
+from conformance.kit.strategies import arrays, choices, configs, params, seeds, sizes, token_ids
 from properties.tolerances import significand_bits
 
 EXACT_NUMERATOR = 2**5
@@ -133,7 +133,7 @@ def multi_head_cases(draw: st.DrawFn, *, max_d_model: int = 8, min_heads: int = 
     tenth-scale activations (as layer norm leaves them) and d_model divisible by num_heads;
     for ``self_attention`` x_kv is x_q."""
     d_model = 2 * draw(sizes(max(1, min_heads // 2), max_d_model // 2))
-    num_heads = draw(st.sampled_from([h for h in range(min_heads, max_heads + 1) if d_model % h == 0]))
+    num_heads = draw(choices([h for h in range(min_heads, max_heads + 1) if d_model % h == 0]))
     batch, s_q = draw(sizes(1, max_batch)), draw(sizes(1, max_len))
     x_q = draw(arrays((batch, s_q, d_model), scales=(1.0, 0.1)))
     x_kv = x_q if self_attention else draw(arrays((batch, draw(sizes(1, max_len)), d_model), scales=(1.0, 0.1)))

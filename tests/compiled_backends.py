@@ -1,7 +1,8 @@
 """Backends that declare ``compiles_per_shape`` (backends/CONTRACT.md, "Compiled backends"), for
 tests/test_compiled_sizes.py: the NumPy backend (correct) and mutants of tests/mutants/catalog.py,
 each loadable as the spec ``tests.compiled_backends:NAME``. They compile nothing: the attribute
-only makes the suite draw its sizes from ``size_menu``, as it does for the ``jax`` backend."""
+only makes the suite draw its sizes from ``size_menu`` and its structures from the ``Family``s
+(conformance/kit/strategies.py), as it does for the ``jax`` backend."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """A backend that compiles per shape (``compiles_per_shape``, backends/CONTRACT.md) meets sizes
-from ``size_menu`` only, and the suite still catches bugs and passes correct code on them.
+from ``size_menu`` only, each example's structure one of ``FAMILIES`` (``Family``), and the
+suite still catches bugs and passes correct code on them.
 
 The strategies read the attribute at draw time (conformance/kit/features.py ``compiled``); the
 gate runs the mutants of tests/compiled_backends.py, which declare it, and must fail each on
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conformance.kit import features
-from conformance.kit.strategies import configs, shapes, size_menu, sizes
+from conformance.kit.strategies import FAMILIES, Family, choices, configs, shapes, size_menu, sizes
 from conformance.kit.verdicts import FAILING
 from tests import compiled_backends, gate_runs
 from tests.mutants import catalog
@@ -57,6 +58,54 @@ def test_a_compiled_backend_meets_only_menu_sizes() -> None:
     cfgs = draws(COMPILED, configs())
     assert {c["d_model"] for c in cfgs} <= {2, 10, 16} and {c["d_ff"] for c in cfgs} <= {1, 9, 16}
     assert {c["src_vocab_size"] for c in cfgs} | {c["tgt_vocab_size"] for c in cfgs} <= {3, 7, 12}
+
+
+STRUCTURE = ("d_model", "num_heads", "d_ff", "num_encoder_layers", "num_decoder_layers", "src_vocab_size",
+             "tgt_vocab_size", "layer_norm_eps", "norm_first", "scale_embedding", "activation")
+"""The config keys that key a compiled program (its shapes and static arguments)."""
+
+
+def test_a_compiled_backends_configs_come_from_the_families() -> None:
+    structures = {tuple(c[k] for k in STRUCTURE) for c in draws(COMPILED, configs())}
+    assert 2 < len(structures) <= FAMILIES, structures
+
+
+def test_family_zero_is_the_simplest_everywhere() -> None:
+    family = Family(0)
+    assert [family.pick(size_menu(1, 16)) for _ in range(3)] == [1, 1, 1]
+    assert family.pick(["relu", "gelu"]) == "relu"
+
+
+@pytest.mark.parametrize("options", [size_menu(1, 16), [False, True], [1e-5, 1e-6, 1e-3], [1, 2, 3, 4, 8, 16, 64]])
+def test_every_option_occurs_in_some_family(options: list[Any]) -> None:
+    """FAMILIES - 1 is at least the longest list of options a strategy offers (D_K's 7)."""
+    for occurrence in range(3):
+        picks = set()
+        for number in range(FAMILIES):
+            family = Family(number)
+            for _ in range(occurrence):
+                family.pick(options)
+            picks.add(family.pick(options))
+        assert picks == set(options), (occurrence, picks)
+
+
+def test_a_family_picks_the_same_whatever_else_the_example_drew() -> None:
+    """Two tests that draw the same options meet the same sizes even if one draws other things
+    in between, and a repeated draw (a second length) may differ from the first."""
+    plain, interleaved = Family(5), Family(5)
+    interleaved.pick(["relu", "gelu"])
+    assert [plain.pick(size_menu(1, 8)) for _ in range(4)] == [interleaved.pick(size_menu(1, 8)) for _ in range(4)]
+    families = [Family(n) for n in range(FAMILIES)]
+    assert len({(f.pick(size_menu(1, 8)), f.pick(size_menu(1, 8))) for f in families}) > 3
+
+
+@st.composite
+def _a_choice(draw: st.DrawFn) -> int:
+    return draw(choices([1, 2, 4, 8, 16]))
+
+
+def test_choices_are_the_family_pick_or_any_option() -> None:
+    assert set(draws(COMPILED, _a_choice())) == set(draws(PLAIN, _a_choice())) == {1, 2, 4, 8, 16}
 
 
 def test_any_other_backend_meets_every_size() -> None:

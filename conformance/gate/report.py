@@ -19,6 +19,7 @@ from conformance.gate.tally import (
     status_text,
     unsupported_targets,
 )
+from conformance.kit.strategies import FAMILIES
 from conformance.kit.verdicts import (
     FAILING,
     KNOWN,
@@ -191,7 +192,7 @@ def markdown(document: dict[str, Any]) -> str:
         t = targets.get(target, {})
         where = f" ({t.get('spec')}, {t.get('dtype')}, {t.get('device')})" if t else ""
         if t.get("compiles_per_shape"):
-            where += " (compiles per shape: sizes drawn from size_menu, backends/CONTRACT.md)"
+            where += f" (compiles per shape: sizes from size_menu, structures from {FAMILIES} families, backends/CONTRACT.md)"
         lines += [f"### {target_label(target, t.get('name'))}{where}", "", "| op | status | worst err/tol | examples | tests passed |",
                   "|---|---|---:|---:|---:|"]
         for r in rows:

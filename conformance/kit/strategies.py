@@ -4,6 +4,8 @@ Every strategy takes keyword-only size caps and draws its simplest option first,
 shrink to small, readable examples (one head, length-1 sequences, unit scale, no mask).
 Config variants and mask kinds are drawn only among those the running test's backend supports
 for its op (conformance/kit/features.py; all of them for a backend that declares nothing).
+On a backend that compiles a program per shape, each example's sizes and static options are
+one of ``FAMILIES`` fixed structures (``Family``), so that its compiled programs are reused.
 Float arrays are drawn as (scale, seed, rounded) and made with NumPy's generator, so large
 arrays stay cheap to generate. ``rounded`` is the third choice, simplest first: the first
 example, one in ROUNDED_ONE_IN of the others and every one the shrinker tries has its values
@@ -15,8 +17,10 @@ would let the shrinker trade the failure it found for another one.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,24 +49,72 @@ def budget(share: float) -> settings:
     return settings(max_examples=max(10, math.ceil(settings.default.max_examples * share)), phases=phases)
 
 
+FAMILIES = 8
+"""How many structures a compiled backend's examples are drawn from (``Family``)."""
+
+
+class Family:
+    """The structure of one example on a backend that compiles a program per shape
+    (``compiles_per_shape``, backends/CONTRACT.md): every size and static choice the example
+    draws (``sizes``, ``shapes``, ``choices``) is a fixed function of the family's number, of
+    the options offered and of how many times the same options were offered before in the
+    example. So examples of one family, in any test that draws the same way, meet the same
+    shapes and config flags, and one compiled program serves all of them; the array values
+    are drawn freshly either way.
+
+    Family 0 picks the simplest option everywhere (a failure shrinks towards it). The others
+    come in blocks of as many families as there are options: within a block the pick steps
+    through every option, from an offset that a hash of (block, options, occurrence) sets, so
+    that every option occurs and the pairings of one choice with another vary from block to
+    block."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self._offered: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Family({self.number})"
+
+    def pick(self, options: Sequence[Any]) -> Any:
+        """One of ``options`` (non-empty), as this family picks it at this point of the example."""
+        key = repr(tuple(options))
+        occurrence = self._offered.get(key, 0)
+        self._offered[key] = occurrence + 1
+        if self.number == 0:
+            return options[0]
+        block, step = divmod(self.number - 1, len(options))
+        offset = int.from_bytes(hashlib.sha256(f"{block}/{occurrence}/{key}".encode()).digest()[:8], "big")
+        return options[(offset + step) % len(options)]
+
+
+_family = st.shared(st.builds(Family, st.integers(0, FAMILIES - 1)), key="conformance.kit.strategies.Family")
+
+
+@st.composite
+def _picked(draw: st.DrawFn, options: tuple[Any, ...]) -> Any:
+    return draw(_family).pick(options)
+
+
+def choices(options: Sequence[Any]) -> st.SearchStrategy[Any]:
+    """One of ``options`` (the first the simplest): ``st.sampled_from``, or on a backend that
+    compiles per shape the example's ``Family`` pick. For the options that key a compiled
+    program (config flags, head counts); call it at draw time, inside a composite."""
+    return _picked(tuple(options)) if features.compiled() else st.sampled_from(options)
+
+
 @functools.cache
 def sizes(lo: int, hi: int) -> st.SearchStrategy[int]:
     """A size (a batch, a length, a width, a count) in [lo, hi]: any of them, or for a backend
     that compiles a program per shape (``compiles_per_shape``, backends/CONTRACT.md) one of
-    ``size_menu(lo, hi)``, so that each compiled program serves many examples. The values
-    drawn into arrays of those shapes vary as much either way. Strategies are cached: building
-    one inside every draw made the gate 40 % slower."""
+    ``size_menu(lo, hi)`` as the example's ``Family`` picks it, so that each compiled program
+    serves many examples. The values drawn into arrays of those shapes vary as much either
+    way. Strategies are cached: building one inside every draw made the gate 40 % slower."""
     return _sizes(lo, hi)
 
 
 @st.composite
 def _sizes(draw: st.DrawFn, lo: int, hi: int) -> int:
-    return draw(_one_of_menu(lo, hi) if features.compiled() else _integers(lo, hi))
-
-
-@functools.cache
-def _one_of_menu(lo: int, hi: int) -> st.SearchStrategy[int]:
-    return st.sampled_from(size_menu(lo, hi))
+    return draw(_family).pick(size_menu(lo, hi)) if features.compiled() else draw(_integers(lo, hi))
 
 
 @functools.cache
@@ -81,16 +133,21 @@ def size_menu(lo: int, hi: int) -> list[int]:
 
 @functools.cache
 def shapes(*, min_dims: int, max_dims: int, max_side: int) -> st.SearchStrategy[tuple[int, ...]]:
-    """An array shape of min_dims..max_dims axes of 1..max_side each (``hnp.array_shapes``), each
-    side a ``sizes`` draw on a compiled backend."""
+    """An array shape of min_dims..max_dims axes of 1..max_side each (``hnp.array_shapes``), or
+    on a compiled backend the example's ``Family`` pick of the number of axes and of each side
+    (from ``size_menu(1, max_side)``)."""
     return _shapes(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=max_side),
-                   st.lists(sizes(1, max_side), min_size=min_dims, max_size=max_dims).map(tuple))
+                   min_dims, max_dims, max_side)
 
 
 @st.composite
-def _shapes(draw: st.DrawFn, any_shape: st.SearchStrategy[tuple[int, ...]],
-            menu_shape: st.SearchStrategy[tuple[int, ...]]) -> tuple[int, ...]:
-    return draw(menu_shape if features.compiled() else any_shape)
+def _shapes(draw: st.DrawFn, any_shape: st.SearchStrategy[tuple[int, ...]], min_dims: int, max_dims: int,
+            max_side: int) -> tuple[int, ...]:
+    if not features.compiled():
+        return draw(any_shape)
+    family = draw(_family)
+    ndim = family.pick(range(min_dims, max_dims + 1))
+    return tuple(family.pick(size_menu(1, max_side)) for _ in range(ndim))
 
 
 SCALES = (1.0, 0.1, 10.0)
@@ -120,7 +177,7 @@ def configs(draw: st.DrawFn, *, max_d_model: int = 16, max_heads: int = 4, max_d
             max_layers: int = 2, max_vocab: int = 12, min_layers: int = 0) -> dict[str, Any]:
     """A valid config dict (backends/CONTRACT.md): d_model even and divisible by num_heads."""
     d_model = 2 * draw(sizes(1, max_d_model // 2))
-    num_heads = draw(st.sampled_from([h for h in range(1, max_heads + 1) if d_model % h == 0]))
+    num_heads = draw(choices([h for h in range(1, max_heads + 1) if d_model % h == 0]))
     config: dict[str, Any] = {
         "d_model": d_model,
         "num_heads": num_heads,
@@ -129,14 +186,14 @@ def configs(draw: st.DrawFn, *, max_d_model: int = 16, max_heads: int = 4, max_d
         "num_decoder_layers": draw(sizes(min_layers, max_layers)),
         "src_vocab_size": draw(sizes(3, max_vocab)),
         "tgt_vocab_size": draw(sizes(3, max_vocab)),
-        "layer_norm_eps": draw(st.sampled_from([1e-5, 1e-6, 1e-3])),
+        "layer_norm_eps": draw(choices([1e-5, 1e-6, 1e-3])),
         "norm_first": draw(supported("norm_first", [False, True])),
         "scale_embedding": draw(supported("scale_embedding", [True, False])),
         "activation": draw(supported("activation", ["relu", "gelu"])),
     }
     final_norms = features.allowed("final_norm", [True, False])
     options = [f for f in (None, True, False) if (config["norm_first"] if f is None else f) in final_norms]
-    final_norm = draw(st.sampled_from(options) if options else _none_supported("final_norm"))
+    final_norm = draw(choices(options) if options else _none_supported("final_norm"))
     if final_norm is not None:
         config["final_norm"] = final_norm
     return config
@@ -146,7 +203,7 @@ def supported(feature: str, values: list[Any]) -> st.SearchStrategy[Any]:
     """One of ``values`` of the feature that the running test's backend supports for its op
     (all of them outside a test); the first supported one is the simplest."""
     options = features.allowed(feature, values)
-    return st.sampled_from(options) if options else _none_supported(feature)
+    return choices(options) if options else _none_supported(feature)
 
 
 def _none_supported(feature: str) -> st.SearchStrategy[Any]:
