@@ -192,7 +192,8 @@ def markdown(document: dict[str, Any]) -> str:
         t = targets.get(target, {})
         where = f" ({t.get('spec')}, {t.get('dtype')}, {t.get('device')})" if t else ""
         if t.get("compiles_per_shape"):
-            where += f" (compiles per shape: sizes from size_menu, structures from {FAMILIES} families, backends/CONTRACT.md)"
+            where += (f" (compiles per shape: sizes from size_menu, structures from {FAMILIES} families,"
+                      " backends/CONTRACT.md)")
         lines += [f"### {target_label(target, t.get('name'))}{where}", "", "| op | status | worst err/tol | examples | tests passed |",
                   "|---|---|---:|---:|---:|"]
         for r in rows:
