@@ -51,6 +51,22 @@ def test_in_place_mutation_of_an_input_is_detected():
         call_op(Faulty(mutate), "softmax", x())
 
 
+def test_inputs_left_alone_pass_the_in_place_check_nans_and_masks_included():
+    """The check compares bits: a NaN input left as it is passes; one flipped mask entry fails."""
+    nan_input = x()
+    nan_input[0, 1] = np.nan
+    assert call_op(Faulty(lambda a: a.copy()), "softmax", nan_input).shape == (2, 3)
+
+    class FlipsMask(NumpyBackend):
+        def attention_weights(self, q, k, mask=None):
+            mask[0, 0, 0] = not mask[0, 0, 0]
+            return super().attention_weights(q, k, mask)
+
+    q, mask = np.ones((1, 2, 4)), np.ones((1, 2, 2), dtype=bool)
+    with pytest.raises(BackendFault, match=r"changed its input #2 \(bool\(1, 2, 2\)\) in place"):
+        call_op(FlipsMask("flips", "float32"), "attention_weights", q, q, mask)
+
+
 def test_not_implemented_skips_with_that_reason():
     def lazy(x):
         raise NotImplementedError

@@ -361,3 +361,27 @@ def test_greedy_tokens_after_eos_must_be_eos() -> None:
 def test_greedy_agreeing_backend_has_no_notes() -> None:
     reference_backend = load_backend("reference", dtype="float64")
     assert compare_greedy(reference_backend, SRC, _tied_params(False), GREEDY_CONFIG, 5, 0, 5) == []
+
+
+def test_layer_norm_jacobian_products_match_the_dense_jacobian():
+    """``_normalisation_products`` (O(d log d) per row) gives |A| e and A^2 e^2 of the dense
+    A = I - (1 + x_hat x_hat^T) / d to float64 rounding of the terms summed: rows with ties,
+    a zero x_hat, a spread-out and a constant error, d from 1 to 40."""
+    from conformance.tolerance.error_bounds import _normalisation_products
+
+    rng = np.random.default_rng(7)
+    for d in (1, 2, 3, 8, 17, 40):
+        x = rng.normal(size=(3, 4, d)) * 100.0 + 5.0
+        x[0, :, : d // 2] = x[0, :, :1]
+        c = x - x.mean(-1, keepdims=True)
+        b = c / np.sqrt((c * c).mean(-1, keepdims=True) + 1e-5)
+        b[1, 0, 0] = 0.0
+        e = np.abs(rng.normal(size=b.shape))
+        e[2] = 0.5
+        A = np.eye(d) - (1.0 + b[..., :, None] * b[..., None, :]) / d
+        magnitude = 1.0 + np.abs(b[..., :, None] * b[..., None, :])
+        worst, square = _normalisation_products(b, e)
+        np.testing.assert_array_less(np.abs(worst - (np.abs(A) @ e[..., None])[..., 0]),
+                                     1e-13 * ((magnitude / d) @ e[..., None])[..., 0] + 1e-13 * e + 1e-300)
+        np.testing.assert_array_less(np.abs(square - (A * A @ (e * e)[..., None])[..., 0]),
+                                     1e-13 * ((magnitude**2 / d**2) @ (e * e)[..., None])[..., 0] + 1e-13 * e * e + 1e-300)

@@ -150,16 +150,30 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
     return _check_result(backend, op, result, shape, describe_call(args, kwargs))
 
 
-def _snapshot(backend: Any, tree: Any) -> list[np.ndarray]:
-    """Copies of every native array leaf, to detect in-place mutation."""
-    return [np.array(backend.to_numpy(x), copy=True) for x in leaves(tree)
+def _array_leaves(backend: Any, tree: Any) -> list[np.ndarray]:
+    """Every native array leaf as NumPy (``to_numpy``: a view where the backend allows one)."""
+    return [np.asarray(backend.to_numpy(x)) for x in leaves(tree)
             if not isinstance(x, (str, int, float, bool, type(None)))]
 
 
+def _snapshot(backend: Any, tree: Any) -> list[np.ndarray]:
+    """Copies of every native array leaf, to detect in-place mutation."""
+    return [np.array(a, copy=True) for a in _array_leaves(backend, tree)]
+
+
+def _same_bits(before: np.ndarray, after: np.ndarray) -> bool:
+    """``after`` holds exactly the bits of ``before`` (NaNs included, -0.0 is not 0.0)."""
+    if before.shape != after.shape or before.dtype != after.dtype:
+        return False
+    if before.dtype.itemsize in (1, 2, 4, 8) and before.dtype.kind in "biuf":
+        unsigned = np.dtype(f"u{before.dtype.itemsize}")
+        return np.array_equal(before.view(unsigned), after.view(unsigned))
+    return np.array_equal(before, after, equal_nan=before.dtype.kind in "fc")
+
+
 def _check_unchanged(backend: Any, op: str, before: list[np.ndarray], tree: Any) -> None:
-    after = _snapshot(backend, tree)
-    for i, (b, a) in enumerate(zip(before, after)):
-        if not np.array_equal(b, a, equal_nan=True):
+    for i, (b, a) in enumerate(zip(before, _array_leaves(backend, tree))):
+        if not _same_bits(b, a):
             raise BackendFault(f"{label(backend, op)} changed its input #{i} ({b.dtype}{b.shape}) in place")
 
 

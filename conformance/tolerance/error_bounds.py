@@ -215,9 +215,7 @@ def layer_norm(x: Bounded, gamma: Array, beta: Array, eps: float, r: Rounding) -
     x_hat = c / sigma
     e_hat = 0.0
     if np.any(x.e):
-        A = np.eye(d) - (1.0 + x_hat[..., :, None] * x_hat[..., None, :]) / d              # (..., d, d)
-        e_x = np.broadcast_to(x.e, x.v.shape)[..., :, None]
-        e_hat = stored_errors(np.abs(A) @ e_x, np.square(A) @ np.square(e_x))[..., 0] / sigma
+        e_hat = stored_errors(*_normalisation_products(x_hat, np.broadcast_to(x.e, x.v.shape))) / sigma
     e_mean = r.acc * acc(d) * np.mean(np.abs(x.v), axis=-1, keepdims=True) + r.store * np.abs(mean)
     if variants.on("layer-norm-fast-variance"):  # the diagnosis measures a variant with its own rounding
         e_var = _fast_variance_error(x.v, mean, var, eps, e_mean, r)
@@ -227,6 +225,53 @@ def layer_norm(x: Bounded, gamma: Array, beta: Array, eps: float, r: Rounding) -
     e_hat = e_hat + e_mean / sigma + np.abs(x_hat) * (e_var / (2.0 * sigma**2) + r.store * (ROUNDINGS_PER_NORMALISATION + 1.0))
     scaled = Bounded(x_hat * gamma, e_hat * np.abs(gamma) + r.store * np.abs(x_hat * gamma))
     return add(scaled, exact(beta), r)
+
+
+def _normalisation_products(b: Array, e: Array) -> tuple[Array, Array]:
+    """(|A| e, A^2 e^2) per row for layer norm's Jacobian A_ij = [i = j] - (1 + b_i b_j) / d
+    (b = x_hat), without forming A: O(d log d) per row instead of O(d^2).
+
+    |A| e: off the diagonal |A_ij| = |1 + b_i b_j| / d, and sum_j |1 + b_i b_j| e_j is
+    sum_j (1 + b_i b_j) e_j less twice the terms with 1 + b_i b_j < 0: those j with
+    b_j < -1 / b_i for b_i > 0 (b_j > -1 / b_i for b_i < 0), a prefix (suffix) of b sorted, summed
+    from prefix sums of e and b e (a term equal to the threshold is 0 either way). The
+    diagonal's |1 - (1 + b_i^2) / d| replaces its (1 + b_i^2) / d.
+    A^2 e^2: A_ij^2 = [i = j] (1 - 2 (1 + b_i^2) / d) + (1 + b_i b_j)^2 / d^2, and
+    sum_j (1 + b_i b_j)^2 e_j^2 = F0 + 2 b_i F1 + b_i^2 F2 with F_k = sum_j b_j^k e_j^2.
+    Shapes: b, e (..., d) -> (..., d), (..., d)."""
+    d = b.shape[-1]
+    order = np.argsort(b, axis=-1, kind="stable")
+    b_sorted, e_sorted = np.take_along_axis(b, order, -1), np.take_along_axis(e, order, -1)
+    zero = np.zeros(b.shape[:-1] + (1,))
+    c0 = np.concatenate([zero, np.cumsum(e_sorted, -1)], -1)                # (..., d + 1)
+    c1 = np.concatenate([zero, np.cumsum(b_sorted * e_sorted, -1)], -1)
+    e0, e1 = c0[..., -1:], c1[..., -1:]
+    with np.errstate(divide="ignore"):
+        threshold = np.where(b == 0.0, np.inf, -1.0 / b)
+    below = _count_below(b_sorted, threshold)                              # j with b_j < threshold_i
+    n0, n1 = np.take_along_axis(c0, below, -1), np.take_along_axis(c1, below, -1)
+    negative = np.where(b > 0.0, n0 + b * n1, np.where(b < 0.0, (e0 - n0) + b * (e1 - n1), 0.0))
+    off_and_diagonal = (e0 + b * e1) - 2.0 * negative                      # sum_j |1 + b_i b_j| e_j
+    diagonal = 1.0 + b * b
+    worst = np.maximum(off_and_diagonal - diagonal * e, 0.0) / d + np.abs(1.0 - diagonal / d) * e
+    f0, f1, f2 = (np.sum(b**k * e * e, axis=-1, keepdims=True) for k in (0, 1, 2))
+    square = np.maximum((f0 + 2.0 * b * f1 + b * b * f2) / d**2 + (1.0 - 2.0 * diagonal / d) * e * e, 0.0)
+    return worst, square
+
+
+def _count_below(sorted_values: Array, thresholds: Array) -> Array:
+    """Per row, how many of ``sorted_values`` (ascending) are below each threshold: a batched
+    ``np.searchsorted``, by one stable sort of thresholds and values together (a threshold
+    before an equal value). Shapes: (..., d), (..., m) -> (..., m) int."""
+    m = thresholds.shape[-1]
+    keys = np.concatenate([thresholds, sorted_values], -1)
+    order = np.argsort(keys, axis=-1, kind="stable")
+    is_value = order >= m
+    values_before = np.cumsum(is_value, -1) - is_value
+    counts = np.empty(thresholds.shape, dtype=np.intp)
+    np.put_along_axis(counts, order[~is_value].reshape(thresholds.shape),
+                      values_before[~is_value].reshape(thresholds.shape), -1)
+    return counts
 
 
 def _fast_variance_error(x: Array, mean: Array, var: Array, eps: float, e_mean: Array, r: Rounding) -> Array:
