@@ -119,11 +119,14 @@ GATE_OPS = sorted({op for name in compiled_backends.MUTANTS for op in catalog.AL
 @pytest.fixture(scope="module")
 def gate_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any]]:
     """The gate (ci profile) on the compiled NumPy backend and the compiled mutants, on the
-    mutants' ops (``GATE_OPS``), float64."""
+    mutants' ops (``GATE_OPS``), float64; without the diagnosis (``CONFORMANCE_DIAGNOSIS=off``:
+    a tenth of this run, and these tests look only at the verdicts; tests/test_diagnosis.py
+    checks the diagnosis)."""
     specs = ["numpy", *compiled_backends.MUTANTS]
     argv = [*(a for name in specs for a in ("--backend", f"tests.compiled_backends:{name}")),
             "--dtype", "float64", "--profile", "ci", "--ops", ",".join(GATE_OPS), "-n", "0"]
-    return gate_runs.run_gate(argv, folder=gate_runs.shared_folder(tmp_path_factory, "compiled-gate") / "run")
+    return gate_runs.run_gate(argv, folder=gate_runs.shared_folder(tmp_path_factory, "compiled-gate") / "run",
+                              env={"CONFORMANCE_DIAGNOSIS": "off"})
 
 
 def statuses(report: dict[str, Any], spec_name: str) -> dict[str, str]:
