@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from conformance.kit import failing_cases
@@ -49,9 +49,10 @@ class Record:
                 self.tolerance = f"(could not be explained: {type(exc).__name__}: {exc})"
         if self.failing_calls:
             self.inputs = failing_cases.describe(self.failing_calls)
-        data = asdict(self)
-        for unshipped in ("pending", "pending_tolerance", "example_calls", "failing_calls"):
-            del data[unshipped]
+        unshipped = {"pending": None, "pending_tolerance": None, "example_calls": [], "failing_calls": []}
+        data = asdict(replace(self, **unshipped))  # asdict deep-copies: not the calls' arrays
+        for name in unshipped:
+            del data[name]
         return data
 
 
