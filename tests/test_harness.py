@@ -1,5 +1,6 @@
 """call_op turns everything a backend can do wrong into a precise failure, and skips absent ops."""
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -52,10 +53,15 @@ def test_in_place_mutation_of_an_input_is_detected():
 
 
 def test_inputs_left_alone_pass_the_in_place_check_nans_and_masks_included():
-    """The check compares bits: a NaN input left as it is passes; one flipped mask entry fails."""
+    """The check compares bits: a NaN input left as it is passes (bfloat16 too, an ml_dtypes kind-V
+    dtype); one flipped mask entry fails."""
     nan_input = x()
     nan_input[0, 1] = np.nan
     assert call_op(Faulty(lambda a: a.copy()), "softmax", nan_input).shape == (2, 3)
+    bfloat16 = Faulty(lambda a: a.copy())
+    bfloat16.asarray = lambda a: a.astype(ml_dtypes.bfloat16)  # arrays as JAX hands them back
+    bfloat16.dtype = "bfloat16"
+    assert call_op(bfloat16, "softmax", nan_input).shape == (2, 3)
 
     class FlipsMask(NumpyBackend):
         def attention_weights(self, q, k, mask=None):

@@ -165,7 +165,7 @@ def _same_bits(before: np.ndarray, after: np.ndarray) -> bool:
     """``after`` holds exactly the bits of ``before`` (NaNs included, -0.0 is not 0.0)."""
     if before.shape != after.shape or before.dtype != after.dtype:
         return False
-    if before.dtype.itemsize in (1, 2, 4, 8) and before.dtype.kind in "biuf":
+    if before.dtype.itemsize in (1, 2, 4, 8) and not before.dtype.hasobject:  # bfloat16 too (kind V)
         unsigned = np.dtype(f"u{before.dtype.itemsize}")
         return np.array_equal(before.view(unsigned), after.view(unsigned))
     return np.array_equal(before, after, equal_nan=before.dtype.kind in "fc")
