@@ -220,18 +220,33 @@ def normalised_mean_error(dtype: str, x: np.ndarray, eps: float) -> np.ndarray:
 
 
 def normalised_variance_error(dtype: str, x: np.ndarray, eps: float) -> np.ndarray:
-    """|var(fl(x_hat)) - var / (var + eps)| <= SAFETY u (d + 8) + (SAFETY d u kappa)^2
-    + 2 eps_effect.
+    """|var(fl(x_hat)) - var / (var + eps)| <= SAFETY u (d + 8) + SAFETY running_mean
+    + (SAFETY d u kappa)^2 + 2 eps_effect.
 
     Derivation: a shift common to the row leaves a variance unchanged; the shared relative
     error of 1/sqrt(var + eps) ((d + 2) u / 2 + 2 u) counts twice in a variance; per-entry
-    errors 2 u |x_hat| add 4 u x_hat^2; the mean error enters the computed variance squared;
-    target var / (var + eps) <= 1. Shapes: (..., d) -> (..., 1).
+    errors 2 u |x_hat| add 4 u x_hat^2; the mean error enters the two-pass variance squared
+    (sum_j c_j = 0 cancels its linear part); a one-pass variance (Welford, torch's) forms
+    each update from a running mean that is off by up to d u |mean|, and that error enters
+    linearly (``_running_mean_effect``); target var / (var + eps) <= 1. Shapes: (..., d) ->
+    (..., 1).
     """
     d = x.shape[-1]
     _, var, kappa = _row_stats(x, eps)
-    return (SAFETY * u(dtype) * (d + 8) + (SAFETY * gamma(dtype, d) * kappa) ** 2
-            + 2 * _eps_effect(dtype, var, eps))
+    return (SAFETY * (u(dtype) * (d + 8) + _running_mean_effect(dtype, x, var, eps))
+            + (SAFETY * gamma(dtype, d) * kappa) ** 2 + 2 * _eps_effect(dtype, var, eps))
+
+
+def _running_mean_effect(dtype: str, x: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
+    """2 d u |mean| mean|c| var / (var + eps)^2, c = x - mean: a one-pass update adds
+    (x_j - m')(x_j - m'') with running means off by up to d u |mean|, so the variance is off
+    by 2 d u |mean| mean|c| (the differential rule's Welford charge, TOLERANCES.md), and
+    var(x_hat) = var / (var + eps) by var / (var + eps)^2 times that. It is at most
+    2 d u kappa, first order in the row's conditioning; the two-pass variance's error is
+    second order (``(d u kappa)^2``). Shapes: x (..., d), var (..., 1) -> (..., 1)."""
+    mean = np.mean(x, axis=-1, keepdims=True)
+    spread = np.mean(np.abs(x - mean), axis=-1, keepdims=True)
+    return 2 * gamma(dtype, x.shape[-1]) * np.abs(mean) * spread * var / (var + eps) ** 2
 
 
 # --- positional encoding -------------------------------------------------------------------

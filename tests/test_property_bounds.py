@@ -4,9 +4,12 @@ alarms (benchmarks/correct_zoo.py, thorough profile): each test fails without it
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import reference
 from backends import numpy_backend
+from backends.registry import load_backend
+from conformance.kit.harness import call_op
 from properties import tolerances
 from properties.test_self_attention import centred_directions
 
@@ -84,3 +87,37 @@ def test_the_chain_bound_is_conditioned_by_the_layer_norms():
         tolerances.conditioned_error("float64", length, y[:, order], "encoder_layer", x[:, order], p, case["config"]),
         tolerances.conditioned_error("float64", length, y, "encoder_layer", x, p, case["config"])[:, order])[0, 0, 0]
     assert chain < case["error"] <= conditioned
+
+
+ONE_PASS_VARIANCE_ROWS = ([14.867430291108246, 14.864377768425195], [1.27, 1.26])
+"""The shrunk cases of the variance property on torch at float64 (thorough zoo run, session 12):
+d = 2 rows whose mean dwarfs their spread (kappa 4234 and 214), eps 1e-5, where torch's
+one-pass (Welford) variance was 4.6x and 2.6x over the bound without the running mean's term."""
+
+
+def normalised_variance_error_of(backend, row: list[float], eps: float) -> float:
+    """|var(LN(x)) - var / (var + eps)| of ``backend`` on the one row x, gamma = 1, beta = 0."""
+    x = np.array([[row]])
+    y = call_op(backend, "layer_norm", x, np.ones(2), np.zeros(2), eps, shape=x.shape)
+    var = np.var(x, axis=-1)
+    return float(np.abs(np.var(y, axis=-1) - var / (var + eps))[0, 0])
+
+
+@pytest.mark.parametrize("row", ONE_PASS_VARIANCE_ROWS)
+def test_the_variance_bound_covers_a_one_pass_variance_and_not_a_cancelling_one(row):
+    """torch's Welford variance needs the first-order running-mean term; the two-pass
+    variance (NumPy) stays within the bound without it; E[x^2] - E[x]^2 (Flax's fast
+    variance) cancels and is over the bound with it."""
+    pytest.importorskip("torch")
+    from tests.mutants.conventions import layer_norm_fast_variance
+
+    eps, x = 1e-5, np.array([[row]])
+    bound = tolerances.normalised_variance_error("float64", x, eps)[0, 0]
+    _, var, _ = tolerances._row_stats(x, eps)
+    without_running_mean = bound - tolerances.SAFETY * tolerances._running_mean_effect("float64", x, var, eps)[0, 0]
+    welford = normalised_variance_error_of(load_backend("torch", dtype="float64"), row, eps)
+    two_pass = normalised_variance_error_of(numpy_backend.factory(dtype="float64"), row, eps)
+    cancelling = normalised_variance_error_of(layer_norm_fast_variance(dtype="float64"), row, eps)
+    assert without_running_mean < welford <= bound
+    assert two_pass <= without_running_mean
+    assert cancelling > bound
