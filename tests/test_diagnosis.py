@@ -108,6 +108,39 @@ def test_a_float32_table_of_sin_cos_halves_is_named_as_the_pair(seq_len: int, d_
     assert "pe-sin-cos-halves" in found.text and "pe-table-float32" in found.text
 
 
+
+def test_a_case_whose_compared_elements_are_all_nan_is_not_taken_as_evidence() -> None:
+    """A d = 1 layer-norm row without eps is 0/0 = NaN, and so is the unbiased variance's
+    d - 1 = 0: the variant agrees, but only by NaN, and the diagnosis says it cannot tell.
+    The same variant's NaN on a lone fully masked softmax row beside a finite one is evidence."""
+    from conformance.tolerance import diagnosis
+    from conformance.tolerance.model import expected
+
+    args = [np.array([[[0.5]]]), np.ones(1), np.zeros(1), 1e-5]
+    want = expected("layer_norm", args, {}, dtype="float64")
+    found = diagnosis.diagnose("layer_norm", args, {}, np.full((1, 1, 1), np.nan), want, dtype="float64")
+    assert found.variants == ("layer-norm-unbiased-variance",) and found.nan_only, found.text
+    assert "cannot tell" in found.text and not found.text.startswith("conforms")
+    rows = np.array([[0.0, 1.0], [-np.inf, -np.inf]])
+    want = expected("softmax", [rows], {}, dtype="float64")
+    backend = np.vstack([reference.softmax(rows[:1]), [[np.nan, np.nan]]])
+    found = diagnosis.diagnose("softmax", [rows], {}, backend, want, dtype="float64")
+    assert found.variants == ("softmax-nan-all-masked",) and not found.nan_only
+    assert found.text.startswith("conforms under variant `softmax-nan-all-masked`")
+
+
+def test_an_op_summary_counts_each_finding_of_its_failures() -> None:
+    """Failures diagnosed differently are not listed as if each were the op's diagnosis: each
+    finding comes with how many of the diagnosed failures it is."""
+    from conformance.gate.tally import OpResult
+
+    none = [_failing(t, Diagnosis(op="attention", tried=n, text=f"no known convention ({n} variant evaluation(s) measured)"))
+            for t, n in (("a", 3), ("b", 5))]
+    nan = _failing("c", Diagnosis(op="attention", variants=("mask-finfo-min",), nan_only=True, text="NaN where ..."))
+    assert OpResult("attention", "t", none[:1]).diagnosis == "no known convention (3 variant evaluation(s) measured)"
+    assert OpResult("attention", "t", [*none, nan]).diagnosis == (
+        "no known convention (2 of 3 diagnosed failures); NaN where ... (1 of 3 diagnosed failures)")
+
 def _failing(test: str, diagnosis: Diagnosis | None) -> TestResult:
     return TestResult(nodeid=f"{test}[t]", test=test, op="attention", kind="differential", target="t",
                       outcome="failed", diagnosis=diagnosis)

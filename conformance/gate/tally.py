@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,9 +146,14 @@ class OpResult:
     @property
     def diagnosis(self) -> str | None:
         """The diagnoses of the failing tests in one sentence (None when no failure was
-        diagnosed: property tests and faults are not)."""
-        texts = list(dict.fromkeys(t.diagnosis.text for t in self.failures if t.diagnosis is not None))
-        return "; ".join(texts) if texts else None
+        diagnosed: property tests and faults are not); where they differ, each finding with
+        how many of the diagnosed failures it is ("no known convention" counted as one
+        finding, whatever the number of variants measured)."""
+        found = [t.diagnosis for t in self.failures if t.diagnosis is not None]
+        if len({d.text for d in found}) <= 1:
+            return found[0].text if found else None
+        findings = Counter(d.text if d.variants or d.error else "no known convention" for d in found)
+        return "; ".join(f"{text} ({n} of {len(found)} diagnosed failures)" for text, n in findings.items())
 
     @property
     def worst_ratio(self) -> float | None:
@@ -286,11 +292,12 @@ def _merge(nodeid: str, phases: list[dict[str, Any]], item: dict[str, Any], faul
     for phase in phases:
         result.duration += phase.get("duration") or 0.0
         rec = phase.get("conformance") or {}
-        result.examples += max(0, rec.get("examples", 0) - rec.get("not_implemented", 0))
+        compared = max(0, rec.get("examples", 0) - rec.get("not_implemented", 0))
+        result.examples += compared
         result.not_implemented += rec.get("not_implemented", 0)
         for name, values in (rec.get("features") or {}).get(result.op, {}).items():
             result.features.setdefault(name, []).extend(v for v in values if v not in result.features[name])
-        if rec.get("examples") or rec.get("worst_ratio"):  # something was compared
+        if compared or rec.get("worst_ratio"):  # something was compared (not only rejected as not implemented)
             result.worst_ratio = max(result.worst_ratio or 0.0, float(rec.get("worst_ratio") or 0.0))
         result.notes += [n for n in rec.get("notes", []) if n not in result.notes]
         if phase["outcome"] == "skipped" and result.outcome == "passed":
@@ -422,7 +429,7 @@ def unsupported_targets(results: Iterable[OpResult]) -> list[str]:
 
 
 def diagnosis_json(d: Diagnosis | None) -> dict[str, Any] | None:
-    return None if d is None else {"variants": list(d.variants), "alike": list(d.alike), "text": d.text,
+    return None if d is None else {"variants": list(d.variants), "alike": list(d.alike), "nan_only": d.nan_only, "text": d.text,
                                    "measured": d.tried, "seconds": d.seconds, "error": d.error or None}
 
 

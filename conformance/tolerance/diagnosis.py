@@ -15,7 +15,8 @@ the named variants of the reference (reference/variants.py, listed in conformanc
    structural variant is only
    measured when its values are closer to the backend's than the contract's are. The first
    under which the backend's output conforms is the diagnosis (a NaN where the variant has
-   a NaN counts as agreeing);
+   a NaN counts as agreeing; where nothing else is left to compare, the diagnosis says that
+   the case cannot tell the variant from another cause of NaN: ``nan_only``);
 3. for the layers, the model ops and the positional encoding, when no single variant explains
    it, pairs of the remaining variants are tried the same way.
 
@@ -49,12 +50,15 @@ from reference.variants import CATALOGUE, Variant
 class Diagnosis:
     """What the diagnosis of a failing comparison found (``diagnose``): the
     variant id(s) under which the backend's output conforms (empty: no known convention),
-    other variants of that equation the output also conforms under, how many variant evaluations were measured,
-    the seconds it took, an error if it could not run, and the sentence for reports."""
+    other variants of that equation the output also conforms under, whether that agreement
+    rests on NaNs alone (every compared element NaN on both sides), how many variant
+    evaluations were measured, the seconds it took, an error if it could not run, and the
+    sentence for reports."""
 
     op: str
     variants: tuple[str, ...] = ()
     alike: tuple[str, ...] = ()
+    nan_only: bool = False
     tried: int = 0
     seconds: float = 0.0
     error: str = ""
@@ -121,20 +125,24 @@ def diagnose(op: str, args: Sequence[Any], kwargs: Mapping[str, Any], actual: np
                          unit_roundoff(dtype) * float(scale))  # a case whose tolerance is 0 (all-zero rows)
     case = _Case(op, list(args), dict(kwargs), np.asarray(actual, np.float64), contract, tol, dtype, compared, reach)
     try:
-        found, alike, tried = case.search()
+        found, alike, nan_only, tried = case.search()
     except Exception as exc:  # noqa: BLE001 - a diagnosis never hides the failure it explains
         return Diagnosis(op=op, error=f"{type(exc).__name__}: {exc}", text="diagnosis failed",
                          seconds=round(time.perf_counter() - start, 3))
-    return Diagnosis(op=op, variants=found, alike=alike, tried=tried, text=describe(found, alike, tried),
-                     seconds=round(time.perf_counter() - start, 3))
+    return Diagnosis(op=op, variants=found, alike=alike, nan_only=nan_only, tried=tried,
+                     text=describe(found, alike, tried, nan_only=nan_only), seconds=round(time.perf_counter() - start, 3))
 
 
-def describe(found: Sequence[str], alike: Sequence[str] = (), tried: int = 0) -> str:
-    """``conforms under variant `pe-sin-cos-halves` (...)``, or ``no known convention``."""
+def describe(found: Sequence[str], alike: Sequence[str] = (), tried: int = 0, *, nan_only: bool = False) -> str:
+    """``conforms under variant `pe-sin-cos-halves` (...)``, or ``no known convention``; with
+    ``nan_only``, that the case's NaNs are all it rests on."""
     if not found:
         return f"no known convention ({tried} variant evaluation(s) measured)"
     names = " + ".join(CATALOGUE[i].describe() for i in found)
     same = f"; indistinguishable here from {', '.join(f'`{i}`' for i in alike)}" if alike else ""
+    if nan_only:
+        return (f"NaN where the reference under variant{'s' if len(found) > 1 else ''} {names} is NaN{same}; "
+                "every compared element is NaN, so this case cannot tell that variant from another cause of NaN")
     return f"conforms under variant{'s' if len(found) > 1 else ''} {names}{same}"
 
 
@@ -165,9 +173,9 @@ class _Case:
         self.tol, self.dtype, self.compared, self.reach = tol, dtype, compared, reach
         self.contract_distance = self.distance(contract)
 
-    def search(self) -> tuple[tuple[str, ...], tuple[str, ...], int]:
-        """(explaining ids, alike ids, measured evaluations): singles lazily, in catalogue
-        order, stopping at the first that explains; then pairs."""
+    def search(self) -> tuple[tuple[str, ...], tuple[str, ...], bool, int]:
+        """(explaining ids, alike ids, whether only NaNs agree, measured evaluations): singles
+        lazily, in catalogue order, stopping at the first that explains; then pairs."""
         changed: list[tuple[Variant, np.ndarray]] = []
         tried = 0
         for v in candidates(self.op, self.dtype):
@@ -178,7 +186,7 @@ class _Case:
             if self.promising(value, v.numerical):
                 tried += 1
                 if self.conforms((v.id,), value):
-                    return (v.id,), self.alike(v, value), tried
+                    return (v.id,), self.alike(v, value), self.nan_only(value), tried
         if self.op in PAIR_OPS:
             halfway = {v.id for v, value in changed if self.distance(value) <= self.contract_distance / 2}
             for (a, value_a), (b, value_b) in itertools.combinations(changed, 2):
@@ -190,8 +198,8 @@ class _Case:
                 if self.promising(value, a.numerical and b.numerical):
                     tried += 1
                     if self.conforms((a.id, b.id), value):
-                        return (a.id, b.id), (), tried
-        return (), (), tried
+                        return (a.id, b.id), (), self.nan_only(value), tried
+        return (), (), False, tried
 
     def alike(self, found: Variant, value: np.ndarray) -> tuple[str, ...]:
         """The other variants of ``found``'s equation under which the output conforms too (on
@@ -226,6 +234,12 @@ class _Case:
             tol = np.maximum.reduce([_row_max(self.tol), _row_max(self.unmasked_tol), _row_max(own)])
         ratio = error_ratio(self.actual, value, tol)[where]
         return bool(np.all(ratio <= 1.0)) and (ratio.size < MIN_COUNT or rms_ratio(ratio) <= RMS_LIMIT)
+
+    def nan_only(self, value: np.ndarray) -> bool:
+        """Every compared element is NaN in both the backend's output and ``value``: their
+        agreement says only that both are NaN (a d = 1 layer-norm row without eps is 0/0, and
+        so is the unbiased variance's d - 1 = 0)."""
+        return bool(np.all((np.isnan(self.actual) & np.isnan(value))[self.compared]))
 
     def own_tol(self, ids: tuple[str, ...], value: np.ndarray) -> np.ndarray:
         """The tolerance model of the variants' own equations (the bound charges what they round)."""
