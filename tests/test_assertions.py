@@ -40,6 +40,16 @@ def test_assert_close_never_accepts_nan_or_inf_for_a_finite_expected_value(bad):
         assert_close(np.array([1.0, bad]), np.array([1.0, 2.0]), tol=1e9, backend=Fake(), op="x")
 
 
+def test_assert_close_says_when_both_sides_are_nan():
+    """A property comparing two evaluations of the backend gets NaN from both: the message says
+    so instead of "= nan but should be nan"."""
+    with pytest.raises(AssertionError) as info:
+        assert_close(np.array([1.0, np.nan]), np.array([1.0, np.nan]), tol=1.0, backend=Fake(), op="layer_norm")
+    message = str(info.value)
+    assert message.startswith("fake[float32, cpu].layer_norm: out[1] is NaN, and so is the value it is compared with")
+    assert "should be" not in message and "1 of 2 compared elements exceed their tolerance" in message
+
+
 def test_assert_close_reports_a_shape_mismatch():
     with pytest.raises(AssertionError, match=r"expected shape \(2, 5, 16\), got \(2, 16, 5\)"):
         assert_close(np.zeros((2, 16, 5)), np.zeros((2, 5, 16)), tol=1.0, backend=Fake(), op="encode")

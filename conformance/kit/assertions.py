@@ -56,8 +56,11 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, tol: np.ndarray | 
     d = abs(a - e)
     rel = d / abs(e) if e != 0 else np.inf
     element = f"out{_index(worst, expected.shape)}"
-    message = (f"{label(backend, op)}: {element} = {a!r} but should be {e!r} "
-               f"(abs err {d:.3g}, rel err {rel:.3g}, tolerance {t:.3g}, {worst_ratio:.3g} x over); "
+    found = (f"{element} is NaN, and so is the value it is compared with (NaN never conforms: the op "
+             f"returned NaN on both sides)" if np.isnan(a) and np.isnan(e) else
+             f"{element} = {a!r} but should be {e!r} (abs err {d:.3g}, rel err {rel:.3g}, "
+             f"tolerance {t:.3g}, {worst_ratio:.3g} x over)")
+    message = (f"{label(backend, op)}: {found}; "
                f"{failing} of {int(mask.sum())} compared elements exceed their tolerance {_tag(what)}")
     record.note_failure(message, worst_ratio, element=element)
     raise ToleranceExceeded(message, tuple(int(i) for i in np.unravel_index(worst, expected.shape)))
