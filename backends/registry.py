@@ -64,9 +64,24 @@ class Target:
 
     @property
     def id(self) -> str:
-        """The pytest id: ``torch-float32``, ``torch-float32-cuda``."""
-        name = self.spec.rsplit(":", 1)[-1] if ":" in self.spec else self.spec
-        return "-".join([name, self.dtype] + ([] if self.device == "cpu" else [self.device]))
+        """The pytest id: ``torch-float32``, ``torch-float32-cuda``; see ``short_name``."""
+        return "-".join([short_name(self.spec), self.dtype] + ([] if self.device == "cpu" else [self.device]))
+
+
+FACTORY = "factory"
+"""The conventional attribute name of a backend module's factory (the built-ins', CONTRACT.md)."""
+
+
+def short_name(spec: str) -> str:
+    """The name a target id gives the spec: a built-in or entry-point name as it is; for
+    ``where:attribute`` the attribute, or, when it is the conventional ``factory``, the module
+    or file it lives in (``path/my_backend.py:factory`` -> ``my_backend``)."""
+    if ":" not in spec:
+        return spec
+    where, attribute = spec.rsplit(":", 1)
+    if attribute != FACTORY:
+        return attribute
+    return Path(where).stem if where.endswith(".py") else where.rsplit(".", 1)[-1]
 
 
 def known_backends() -> dict[str, str]:

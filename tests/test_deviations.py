@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from conformance.gate.deviations import DeviationsError, apply, load, stale
+from conformance.gate.deviations import Deviation, DeviationsError, apply, load, stale
 from conformance.gate.tally import TestResult
 
 TORCH32 = {"id": "torch-float32", "spec": "torch", "dtype": "float32", "device": "cpu"}
@@ -110,6 +110,9 @@ def test_matching_by_spec_or_name_dtype_device_op_and_test(tmp_path):
     assert by_test.covers({**MINE16, "dtype": "bfloat16"}, "softmax", "properties/test_softmax.py::test_rows")
     assert not by_test.covers({**MINE16, "device": "cpu"}, "softmax", "properties/test_softmax.py::test_rows")
     assert not by_test.covers(MINE16, "softmax", "properties/test_softmax.py::test_rows_sum")
+    factory = {"id": "mine-float16", "spec": "pkg/mine.py:factory", "dtype": "float16", "device": "cpu"}
+    by_file = Deviation(backend="mine", dtype="*", op="softmax", reason="r")
+    assert by_file.covers(factory, "softmax", "x::y")  # the target id's name: the file of a `factory`
 
 
 def test_apply_marks_covered_failures_and_stale_finds_entries_that_no_longer_fail(tmp_path):

@@ -65,3 +65,5 @@ def test_unsupported_dtype_is_a_value_error():
 def test_target_ids():
     assert Target("torch", "float32").id == "torch-float32"
     assert Target("tests/x.py:mutant", "float64", "cuda").id == "mutant-float64-cuda"
+    assert Target("path/to/my_backend.py:factory", "float32").id == "my_backend-float32"
+    assert Target("team.kernels.fused:factory", "bfloat16").id == "fused-bfloat16"

@@ -42,6 +42,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as a package (pyproj
     import tomli as tomllib
 
 from backends.contract import DTYPES, OPS
+from backends.registry import short_name
 from conformance.tolerance.diagnosis import enabled as diagnosis_enabled
 from reference.variants import CATALOGUE
 
@@ -74,7 +75,7 @@ class Deviation:
     def applies_to(self, target: dict[str, str]) -> bool:
         """Whether the entry is about this target (``{id, spec, dtype, device}``)."""
         spec = target.get("spec") or ""
-        return (self.backend in (spec, spec.rsplit(":", 1)[-1])
+        return (self.backend in (spec, spec.rsplit(":", 1)[-1], short_name(spec))
                 and self.dtype in (ANY_DTYPE, target.get("dtype"))
                 and self.device in (None, target.get("device")))
 
