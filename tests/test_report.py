@@ -201,3 +201,15 @@ def test_the_skip_kind_and_the_worst_element_are_fields_of_the_record_not_parsed
     results = by_op(tally.aggregate(tally.read_results(write_run(tmp_path, kinds))))
     assert results["softmax"].status == "skipped" and results["embedding"].status == "not implemented"
     assert results["layer_norm"].failures[0].to_json()["worst_element"] == "gap[0, 1]"
+
+
+def test_an_op_whose_examples_were_all_not_implemented_has_no_worst_ratio(tmp_path):
+    """Examples the backend rejected as not implemented compared nothing: the op's worst
+    err/tol is "-" and its examples 0, not a ratio of 0 over examples that never ran."""
+    rejected = {"examples": 12, "not_implemented": 12, "worst_ratio": 0.0, "failure": "", "notes": []}
+    records = [rec("test_a", "embedding", "skipped", skip_reason="not implemented: x", skip_kind="not implemented",
+                   conformance=rejected)]
+    result = by_op(tally.aggregate(tally.read_results(write_run(tmp_path, records))))["embedding"]
+    assert result.status == "not implemented" and result.worst_ratio is None and result.examples == 0
+    row = next(line for line in report.table([result]).splitlines() if "embedding" in line)
+    assert row.split()[-5:-2] == ["-", "0", "0/0"], row
