@@ -40,8 +40,18 @@ def test_bad_results_are_precise_failures(result, match):
 def test_an_exception_names_the_op_its_type_message_and_inputs():
     def boom(x):
         raise KeyError("w_q")
-    with pytest.raises(BackendFault, match=r"faulty\[float32, cpu\].softmax raised KeyError: 'w_q'\n  inputs: \(float64\(2, 3\)\)"):
+    with pytest.raises(BackendFault, match=r"faulty\[float32, cpu\].softmax raised KeyError: 'w_q'\n  inputs: \(float32\(2, 3\)\)"):
         call_op(Faulty(boom), "softmax", x())
+
+
+def test_described_inputs_carry_the_dtype_the_backend_gets():
+    """Floating inputs are held as float64 (already rounded) and given to the backend in its
+    dtype: the printed calls say that dtype; token ids and masks keep their own."""
+    from conformance.kit.failing_cases import describe
+
+    calls = [("attention", [np.zeros((1, 1, 2))], {"mask": np.ones((1, 1), bool), "ids": np.zeros(2, np.int64)})]
+    assert describe(calls, "bfloat16") == (
+        "attention(bfloat16(1, 1, 2) [[[0., 0.]]], mask=bool(1, 1) [[ True]], ids=int64(2,) [0, 0])")
 
 
 def test_in_place_mutation_of_an_input_is_detected():

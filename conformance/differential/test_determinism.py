@@ -55,7 +55,7 @@ def assert_deterministic(backend: Any, op: str, args: list[Any], kwargs: dict[st
             index = ", ".join(str(n) for n in np.unravel_index(i, first.shape))
             where = (f"out[{index}] = {first.flat[i].item()!r} on the first call but {again.flat[i].item()!r} on "
                      f"call {call}; {int(differ.sum())} of {differ.size} elements differ")
-        message = f"{label(backend, op)} is {NONDETERMINISTIC}: the same inputs {describe_call(args, kwargs)} " \
+        message = f"{label(backend, op)} is {NONDETERMINISTIC}: the same inputs {describe_call(args, kwargs, backend.dtype)} " \
                   f"gave different results: {where}"
         record.note_verdict(NONDETERMINISTIC, message)
         raise AssertionError(message)

@@ -192,7 +192,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(f"{meta.get('nodeid', args.case)}: {len(calls)} backend call(s) on {spec} [{dtype}, {device}]")
-    print(failing_cases.describe(calls))
+    print(failing_cases.describe(calls, dtype))
     conforms, lines = failing_cases.replay(calls, backend)
     print("\n".join(lines))
     if conforms and len(calls) > 1:

@@ -37,23 +37,32 @@ MAX_BYTES = 64 * 2**20
 """A case whose arrays exceed this is not saved (the message still describes it)."""
 
 
-def describe(calls: Sequence[Call]) -> str:
-    """One line per call: ``attention(q=float64(1, 1, 2) [[[0.5, -1.0]]], ..., mask=None)``."""
-    return "\n".join(f"{op}({', '.join([_value(a) for a in args] + [f'{k}={_value(v)}' for k, v in kwargs.items()])})"
+def describe(calls: Sequence[Call], dtype: str | None = None) -> str:
+    """One line per call: ``attention(q=float32(1, 1, 2) [[[0.5, -1.0]]], ..., mask=None)``;
+    floating arrays are labelled with ``dtype``, the backend's, when given (see ``array_label``)."""
+    return "\n".join(f"{op}({', '.join([_value(a, dtype) for a in args] + [f'{k}={_value(v, dtype)}' for k, v in kwargs.items()])})"
                      for op, args, kwargs in calls)
 
 
-def _value(value: Any) -> str:
+def array_label(value: np.ndarray, dtype: str | None = None) -> str:
+    """``float32(2, 16)``: the dtype the backend receives the array in (its ``asarray`` turns
+    floating arrays, held here as float64 already rounded to ``dtype``, into ``dtype``; ids and
+    masks keep theirs) and its shape."""
+    held = dtype if dtype and np.issubdtype(value.dtype, np.floating) else value.dtype
+    return f"{held}{value.shape}"
+
+
+def _value(value: Any, dtype: str | None) -> str:
     if isinstance(value, np.ndarray):
-        shape = f"{value.dtype}{value.shape}"
+        shape = array_label(value, dtype)
         if value.size <= SMALL:
             text = np.array2string(value, separator=", ", floatmode="unique", max_line_width=10**6)
             return f"{shape} {' '.join(text.split())}"
         return f"{shape} range [{np.min(value).item()!r}, {np.max(value).item()!r}]" if value.size else shape
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}: {_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {_value(v, dtype)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
+        return "[" + ", ".join(_value(v, dtype) for v in value) + "]"
     return repr(value)
 
 

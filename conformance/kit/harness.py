@@ -26,6 +26,7 @@ from hypothesis.control import currently_in_test_context
 
 from backends.ops import IDS, RECORDS
 from conformance.kit import features, record, watchdog
+from conformance.kit.failing_cases import array_label
 from conformance.kit.verdicts import NOT_IMPLEMENTED
 from reference.params import leaves, map_leaves
 
@@ -52,21 +53,22 @@ def label(backend: Any, op: str) -> str:
     return f"{getattr(backend, 'name', '?')}[{getattr(backend, 'dtype', '?')}, {getattr(backend, 'device', '?')}].{op}"
 
 
-def describe(value: Any) -> str:
-    """A short description of inputs: arrays as dtype(shape), containers summarised."""
+def describe(value: Any, dtype: str | None = None) -> str:
+    """A short description of inputs: arrays as dtype(shape) (``failing_cases.array_label``:
+    floating arrays in the backend's ``dtype``), containers summarised."""
     if isinstance(value, np.ndarray):
-        return f"{value.dtype}{value.shape}"
+        return array_label(value, dtype)
     if isinstance(value, Mapping):
         if all(isinstance(v, np.ndarray) for v in value.values()) and len(value) > 4:
-            return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in list(value.items())[:4]) + ", ...}"
-        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in value.items()) + "}"
+            return "{" + ", ".join(f"{k}: {describe(v, dtype)}" for k, v in list(value.items())[:4]) + ", ...}"
+        return "{" + ", ".join(f"{k}: {describe(v, dtype)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
-        return f"[{len(value)} x {describe(value[0])}]" if value else "[]"
+        return f"[{len(value)} x {describe(value[0], dtype)}]" if value else "[]"
     return repr(value)
 
 
-def describe_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
-    parts = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
+def describe_call(args: Sequence[Any], kwargs: Mapping[str, Any], dtype: str | None = None) -> str:
+    parts = [describe(a, dtype) for a in args] + [f"{k}={describe(v, dtype)}" for k, v in kwargs.items()]
     return "(" + ", ".join(parts) + ")"
 
 
@@ -131,7 +133,7 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
     if not features.supports(backend, op, **used):
         not_implemented(backend, op, "is declared unsupported for " + ", ".join(
             features.label(name, value) for name, value in used.items()))
-    record.note_input(op, args, kwargs)
+    record.note_input(op, args, kwargs, dtype=backend.dtype)
     native_args, native_kwargs = to_native(backend, list(args)), to_native(backend, kwargs)
     before = _snapshot(backend, (native_args, native_kwargs))
     try:
@@ -144,10 +146,10 @@ def _call_op(backend: Any, op: str, *args: Any, shape: tuple[int, ...] | None = 
     except Exception as exc:  # noqa: BLE001 - any exception of the backend's is a failure of the op
         record.note_call(op, used)
         raise BackendFault(f"{label(backend, op)} raised {type(exc).__name__}: {exc}\n"
-                           f"  inputs: {describe_call(args, kwargs)}") from exc
+                           f"  inputs: {describe_call(args, kwargs, backend.dtype)}") from exc
     record.note_call(op, used)
     _check_unchanged(backend, op, before, (native_args, native_kwargs))
-    return _check_result(backend, op, result, shape, describe_call(args, kwargs))
+    return _check_result(backend, op, result, shape, describe_call(args, kwargs, backend.dtype))
 
 
 def _array_leaves(backend: Any, tree: Any) -> list[np.ndarray]:

@@ -34,6 +34,7 @@ class Record:
     inputs: str = ""  # the failing example's backend calls, readable (conformance/kit/failing_cases.py)
     example_calls: list = field(default_factory=list, repr=False)  # the running example's calls
     failing_calls: list = field(default_factory=list, repr=False)  # the last failing example's calls
+    dtype: str = ""  # the backend's dtype, which its floating inputs are held in (failing_cases.describe)
 
     def as_property(self) -> dict:
         """The record for the report, once the test is over: the pending diagnosis (of the
@@ -48,7 +49,7 @@ class Record:
             except Exception as exc:  # noqa: BLE001 - an explanation must not hide the failure
                 self.tolerance = f"(could not be explained: {type(exc).__name__}: {exc})"
         if self.failing_calls:
-            self.inputs = failing_cases.describe(self.failing_calls)
+            self.inputs = failing_cases.describe(self.failing_calls, self.dtype or None)
         unshipped = {"pending": None, "pending_tolerance": None, "example_calls": [], "failing_calls": []}
         data = asdict(replace(self, **unshipped))  # asdict deep-copies: not the calls' arrays
         for name in unshipped:
@@ -88,10 +89,12 @@ def note_example() -> None:
         rec.example_calls = []
 
 
-def note_input(op: str, args: Any, kwargs: Any) -> None:
-    """The running example calls ``op`` with these (NumPy) inputs (the harness, before the call)."""
+def note_input(op: str, args: Any, kwargs: Any, *, dtype: str = "") -> None:
+    """The running example calls ``op`` with these (NumPy) inputs (the harness, before the call)
+    on a backend of ``dtype``."""
     if (rec := _current.get()) is not None:
         rec.example_calls.append((op, list(args), dict(kwargs)))
+        rec.dtype = dtype
 
 
 def note_ratio(ratio: float) -> None:
