@@ -184,6 +184,22 @@ def test_an_output_made_of_tiny_weights_keeps_their_exponent_errors() -> None:
     assert out.e[0, 0] >= 1200 * u * out.v[0, 0]
 
 
+def test_a_weight_whose_logits_err_by_order_one_moves_by_the_exponential() -> None:
+    """bfloat16 scores 725.4 and 702.25 (ulp 4): torch's second weight is e^-20 = 2.1e-9
+    where the exact one is e^-23.19 = 8.5e-11, 23 times it. The bound y expm1(L) holds it; the
+    first order y L, half the tolerance, fell below it (the thorough zoo's 0.91)."""
+    pytest.importorskip("torch")
+    from backends.registry import load_backend
+    from conformance.kit.harness import call_op
+
+    q, k = np.array([[26.5]]), np.array([[27.375], [26.5], [5.09375]])
+    got = call_op(load_backend("torch", dtype="bfloat16"), "attention_weights", q, k, shape=(1, 3))
+    bound = error_bounds.attention_weights(error_bounds.exact(q), error_bounds.exact(k), None,
+                                           model.rounding("bfloat16"))
+    error, log_change = abs(got[0, 1] - bound.v[0, 1]), np.log1p(bound.e[0, 1] / bound.v[0, 1])
+    assert got[0, 1] == pytest.approx(np.exp(-20.0), rel=1e-2) and bound.v[0, 1] == pytest.approx(np.exp(-23.1875))
+    assert bound.v[0, 1] * log_change < error <= bound.e[0, 1]
+
 def test_a_failure_says_which_part_of_the_rule_set_its_tolerance() -> None:
     """``terms`` restates the element's tolerance as SAFETY x bound + tiny and splits the bound
     into the reductions' and the stored roundings' shares: a long dot product's output is
